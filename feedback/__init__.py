@@ -1,0 +1,1 @@
+"""Interactions, ratings, reviews and the reviewer dashboard."""

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+def _sync_periodic_tasks(sender, **kwargs) -> None:
+    from flywheel.periodic import periodic_tasks_sync
+
+    periodic_tasks_sync()
+
+
+class FlywheelConfig(AppConfig):
+    name = "flywheel"
+    verbose_name = "Serving"
+
+    def ready(self) -> None:
+        post_migrate.connect(_sync_periodic_tasks, sender=self)

@@ -1,0 +1,56 @@
+"""Every periodic task, declared here and only here.
+
+`periodic_tasks_sync()` writes this list into django-celery-beat's tables (it runs after every
+`migrate`), so beat's DatabaseScheduler runs exactly what is declared. Admins may pause a task
+in the Django admin; the sync keeps their `enabled` choice and resets everything else.
+"""
+
+from dataclasses import dataclass, field
+
+from django.db import transaction
+
+DECLARED_IN_CODE = "Declared in flywheel/periodic.py; edits other than 'enabled' are overwritten."
+
+
+@dataclass(frozen=True)
+class PeriodicTaskSpec:
+    name: str
+    task: str
+    crontab: dict[str, str] = field(default_factory=dict)
+
+
+PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
+    PeriodicTaskSpec(
+        name="Clear expired dashboard sessions",
+        task="flywheel.tasks.clear_expired_sessions",
+        crontab={"minute": "17", "hour": "3"},
+    ),
+)
+
+
+def periodic_tasks_sync(*, specs: tuple[PeriodicTaskSpec, ...] = PERIODIC_TASKS) -> None:
+    from django_celery_beat.models import CrontabSchedule, PeriodicTask
+
+    with transaction.atomic():
+        for spec in specs:
+            schedule, _ = CrontabSchedule.objects.get_or_create(
+                minute=spec.crontab.get("minute", "*"),
+                hour=spec.crontab.get("hour", "*"),
+                day_of_week=spec.crontab.get("day_of_week", "*"),
+                day_of_month=spec.crontab.get("day_of_month", "*"),
+                month_of_year=spec.crontab.get("month_of_year", "*"),
+                timezone="UTC",
+            )
+            PeriodicTask.objects.update_or_create(
+                name=spec.name,
+                defaults={
+                    "task": spec.task,
+                    "crontab": schedule,
+                    "interval": None,
+                    "description": DECLARED_IN_CODE,
+                },
+            )
+        declared_names = [spec.name for spec in specs]
+        PeriodicTask.objects.filter(description=DECLARED_IN_CODE).exclude(
+            name__in=declared_names
+        ).delete()

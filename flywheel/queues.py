@@ -1,0 +1,26 @@
+"""The Celery queues, named in one place.
+
+A task's queue follows the name of the module it lives in, so a new task lands on the right
+queue without being listed anywhere: tasks in a module named `indexing` run on `index`, in
+`curation` on `curation`, in `training` on `training`; everything else on `default`.
+The `training` queue gets a worker of its own with concurrency 1 (see `make run` and docker/).
+"""
+
+from enum import StrEnum
+
+
+class Queue(StrEnum):
+    DEFAULT = "default"
+    CURATION = "curation"
+    INDEX = "index"
+    TRAINING = "training"
+
+
+TASK_ROUTES = {
+    "*.tasks.indexing.*": {"queue": Queue.INDEX.value},
+    "*.tasks.curation.*": {"queue": Queue.CURATION.value},
+    "*.tasks.training.*": {"queue": Queue.TRAINING.value},
+}
+
+# What the general worker consumes; the training worker consumes Queue.TRAINING alone.
+GENERAL_WORKER_QUEUES = [Queue.DEFAULT, Queue.CURATION, Queue.INDEX]

@@ -1,0 +1,1 @@
+"""Settings modules: `development` (the default), `production` and `test`, all built on `base`."""

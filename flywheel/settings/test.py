@@ -1,0 +1,25 @@
+"""Test settings: the development stack, with Celery on a Redis database of its own so a test
+run never meets the tasks or workers of a `make run` on the same machine."""
+
+from urllib.parse import urlsplit, urlunsplit
+
+from flywheel.settings.development import *  # noqa: F403
+from flywheel.settings.development import REDIS_URL
+from flywheel.settings.environment import env_str
+
+
+def _redis_url_with_database(url: str, database: int) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+TEST_REDIS_URL = env_str("FLYWHEEL_TEST_REDIS_URL") or _redis_url_with_database(REDIS_URL, 15)
+REDIS_URL = TEST_REDIS_URL
+CELERY_BROKER_URL = TEST_REDIS_URL
+CELERY_RESULT_BACKEND = TEST_REDIS_URL
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}

@@ -1,0 +1,1 @@
+"""Curation policies, datasets, jobs, training, evaluation and promotion."""
