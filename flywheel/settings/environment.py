@@ -1,4 +1,4 @@
-"""Typed reads of environment variables; every setting a deployment may change comes through here."""
+"""Typed reads of environment variables: every setting a deployment may change comes here."""
 
 import os
 from pathlib import Path

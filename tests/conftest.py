@@ -1,0 +1,111 @@
+"""Fixtures that start real services: the embedded PostgreSQL (through pytest-django's test
+database), the machine's Redis (on a database of the tests' own) and a real Celery worker."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings
+
+from flywheel.celery import app as celery_app
+from flywheel.queues import Queue
+from flywheel.settings.database import database_url_from_config
+
+WORKER_START_DEADLINE_SECONDS = 90
+WORKER_STOP_DEADLINE_SECONDS = 30
+REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session", autouse=True)
+def test_redis():
+    """The tests' Redis database, emptied at the start so no task of an earlier run is left."""
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.ping()
+    except redis.RedisError as error:
+        pytest.exit(f"Redis at {settings.REDIS_URL} does not answer ({error})", returncode=3)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+def wait_for(condition, *, what: str, deadline_seconds: float, interval: float = 0.2):
+    """Poll `condition` until it returns something truthy; fail the test at the deadline."""
+    deadline = time.monotonic() + deadline_seconds
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not happen within {deadline_seconds}s")
+        time.sleep(interval)
+
+
+class CeleryWorkerProcess:
+    """A `celery worker` subprocess on the test database and the tests' Redis database."""
+
+    def __init__(self, *, database_url: str, log_path: Path, queues: list[str]):
+        self.hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
+        self.log_path = log_path
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "flywheel.settings.test",
+            "DATABASE_URL": database_url,
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "flywheel", "worker",
+            "--pool", "solo", "--hostname", self.hostname, "--queues", ",".join(queues),
+            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+        ]  # fmt: skip
+        self._log = log_path.open("wb")
+        self.process = subprocess.Popen(
+            command,
+            cwd=REPOSITORY_ROOT,
+            env=environment,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def answers_ping(self) -> bool:
+        if self.process.poll() is not None:
+            pytest.fail(f"the Celery worker exited early:\n{self.log_path.read_text()[-4000:]}")
+        return bool(celery_app.control.ping(destination=[self.hostname], timeout=0.5))
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=WORKER_STOP_DEADLINE_SECONDS)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="module")
+def celery_worker(django_db_setup, tmp_path_factory):
+    """A real worker consuming every queue. Module-scoped: it starts once per test module and
+    is gone after it, so modules that need no worker really run without one."""
+    from django.db import connection
+
+    worker = CeleryWorkerProcess(
+        database_url=database_url_from_config(connection.settings_dict),
+        log_path=tmp_path_factory.mktemp("celery") / "worker.log",
+        queues=[queue.value for queue in Queue],
+    )
+    try:
+        wait_for(
+            worker.answers_ping,
+            what="the Celery worker answering a ping",
+            deadline_seconds=WORKER_START_DEADLINE_SECONDS,
+        )
+        yield worker
+    finally:
+        worker.stop()
