@@ -1,13 +1,84 @@
-from django.contrib import admin
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
 
-from flywheel.models import Document, Project
+from flywheel.models import ApiKey, Chunk, Document, IndexVersion, ModelVersion, Project
+from flywheel.services import api_key_create, api_key_revoke
+from flywheel.services.api_keys import normalise_origin
+from flywheel.tasks.indexing import document_index
 
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "created_at"]
+    list_display = ["name", "slug", "generation_backend", "created_at"]
     prepopulated_fields = {"slug": ["name"]}
     search_fields = ["name", "slug"]
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    allowed_origins_text = forms.CharField(
+        label="Allowed origins",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text="Public keys: one origin per line, e.g. https://app.example.com",
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["project", "kind", "name"]
+
+    def clean(self):
+        cleaned = super().clean()
+        origins = [
+            normalise_origin(line)
+            for line in cleaned.get("allowed_origins_text", "").splitlines()
+            if line.strip()
+        ]
+        for origin in origins:
+            if not origin.startswith(("http://", "https://")):
+                self.add_error("allowed_origins_text", f"{origin!r} is not an http(s) origin")
+        if cleaned.get("kind") == ApiKey.Kind.PUBLIC and not origins:
+            self.add_error("allowed_origins_text", "A public key needs at least one origin.")
+        cleaned["allowed_origins"] = origins
+        return cleaned
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "kind", "display_prefix", "revoked_at", "last_used_at"]
+    list_filter = ["project", "kind"]
+    search_fields = ["name", "display_prefix"]
+    readonly_fields = ["display_prefix", "key_hash", "revoked_at", "last_used_at", "created_at"]
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, **kwargs)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return ["project", "kind", "name", "allowed_origins_text"]
+        return ["project", "kind", "name", "allowed_origins", *self.readonly_fields]
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            return super().save_model(request, obj, form, change)
+        created = api_key_create(
+            project=form.cleaned_data["project"],
+            kind=form.cleaned_data["kind"],
+            name=form.cleaned_data["name"],
+            allowed_origins=form.cleaned_data["allowed_origins"],
+        )
+        obj.pk = created.api_key.pk
+        obj.refresh_from_db()
+        messages.warning(request, f"Copy the new key now, it is not shown again: {created.raw_key}")
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key)
+        messages.success(request, f"Revoked {queryset.count()} key(s).")
 
 
 @admin.register(Document)
@@ -15,4 +86,42 @@ class DocumentAdmin(admin.ModelAdmin):
     list_display = ["title", "project", "source_uri", "content_type", "updated_at"]
     list_filter = ["project", "content_type"]
     search_fields = ["title", "source_uri"]
-    readonly_fields = ["content_hash", "created_at", "updated_at"]
+    readonly_fields = ["content_hash", "indexed_hash", "created_at", "updated_at"]
+    actions = ["reindex"]
+
+    @admin.action(description="Queue the selected documents for indexing")
+    def reindex(self, request, queryset):
+        queryset.update(indexed_hash="")
+        for document_id in queryset.values_list("pk", flat=True):
+            transaction.on_commit(lambda pk=document_id: document_index.delay(pk))
+        messages.success(request, f"Queued {queryset.count()} document(s).")
+
+
+@admin.register(IndexVersion)
+class IndexVersionAdmin(admin.ModelAdmin):
+    list_display = ["project", "number", "status", "embedding_model", "activated_at"]
+    list_filter = ["project", "status"]
+    readonly_fields = [field.name for field in IndexVersion._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Chunk)
+class ChunkAdmin(admin.ModelAdmin):
+    list_display = ["id", "index_version", "document", "kind", "position", "heading"]
+    list_filter = ["project", "kind"]
+    search_fields = ["heading", "text"]
+    exclude = ["embedding"]
+    readonly_fields = ["project", "index_version", "document", "kind", "position", "heading",
+                       "text", "metadata", "content_hash", "created_at"]  # fmt: skip
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ModelVersion)
+class ModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "status", "base_model", "adapter_path", "promoted_at"]
+    list_filter = ["project", "status"]
+    readonly_fields = ["status", "metrics", "promoted_at", "created_by", "created_at"]

@@ -1,6 +1,14 @@
 import hashlib
+import secrets
 
+from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
+from django.db.models import Q
+from pgvector.django import HnswIndex, VectorField
+
+EMBEDDING_DIMENSIONS = 384
 
 
 class BaseModel(models.Model):
@@ -11,15 +19,73 @@ class BaseModel(models.Model):
         abstract = True
 
 
+class GenerationBackend(models.TextChoices):
+    LOCAL = "local", "Local (transformers)"
+    OPENAI = "openai", "OpenAI-compatible HTTP server"
+
+
 class Project(BaseModel):
     """A tenant: owns its documents, interactions, datasets and model versions."""
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=100, unique=True)
     description = models.TextField(blank=True)
+    system_prompt = models.TextField(
+        blank=True,
+        help_text="Instructions given to the model before the retrieved context; "
+        "empty uses the default.",
+    )
+    # Empty fields fall back to the FLYWHEEL_GENERATION_* settings.
+    generation_backend = models.CharField(
+        max_length=20, choices=GenerationBackend.choices, blank=True
+    )
+    remote_base_url = models.URLField(
+        blank=True, help_text="OpenAI-compatible server, e.g. http://vllm:8000/v1"
+    )
+    remote_model = models.CharField(max_length=200, blank=True)
 
     def __str__(self) -> str:
         return self.name
+
+
+class ApiKey(BaseModel):
+    """A key an app presents as a Bearer token. Only its SHA-256 is stored."""
+
+    class Kind(models.TextChoices):
+        SECRET = "secret", "Secret (server side: chat, log, read)"
+        PUBLIC = "public", "Public (widget: rate only, from allowed origins)"
+
+    PREFIXES = {Kind.SECRET: "fw_sk_", Kind.PUBLIC: "fw_pk_"}
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    name = models.CharField(max_length=200)
+    # The first characters of the key, enough to recognise it in a list.
+    display_prefix = models.CharField(max_length=20)
+    key_hash = models.CharField(max_length=64, unique=True)
+    allowed_origins = models.JSONField(
+        default=list, blank=True, help_text="Public keys: origins allowed to use the key."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.display_prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    @staticmethod
+    def hash_key(raw_key: str) -> str:
+        return hashlib.sha256(raw_key.encode()).hexdigest()
+
+    @classmethod
+    def generate_raw_key(cls, kind: str) -> str:
+        return cls.PREFIXES[kind] + secrets.token_urlsafe(32)
 
 
 class Document(BaseModel):
@@ -38,6 +104,8 @@ class Document(BaseModel):
     metadata = models.JSONField(default=dict, blank=True)
     # sha256 of the content type and content: re-adding an unchanged document is a no-op.
     content_hash = models.CharField(max_length=64)
+    # The content_hash last indexed; differs from content_hash while indexing is pending.
+    indexed_hash = models.CharField(max_length=64, blank=True)
 
     class Meta:
         constraints = [
@@ -52,3 +120,122 @@ class Document(BaseModel):
     @staticmethod
     def hash_content(*, content_type: str, content: str) -> str:
         return hashlib.sha256(f"{content_type}\0{content}".encode()).hexdigest()
+
+
+class IndexVersion(BaseModel):
+    """A retrieval index of a project: the chunks it holds and how they were made.
+
+    Exactly one version per project is active; retrieval reads it. Activation switches that
+    pointer in one transaction, and earlier versions stay for rollback.
+    """
+
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+        ACTIVE = "active", "Active"
+        RETIRED = "retired", "Retired"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="index_versions")
+    number = models.PositiveIntegerField()
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.BUILDING)
+    embedding_model = models.CharField(max_length=500)
+    chunking = models.JSONField(default=dict, help_text="Chunk size and overlap used.")
+    description = models.TextField(blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "number"], name="index_version_unique_number"
+            ),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status="active"),
+                name="index_version_one_active_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} index v{self.number} ({self.status})"
+
+
+class Chunk(models.Model):
+    """A passage of a document inside one index version, embedded and full-text indexed."""
+
+    class Kind(models.TextChoices):
+        DOCUMENT = "document", "Document passage"
+        FAQ = "faq", "Approved correction (question and ideal answer)"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    index_version = models.ForeignKey(IndexVersion, on_delete=models.CASCADE, related_name="chunks")
+    document = models.ForeignKey(
+        Document, on_delete=models.CASCADE, related_name="chunks", null=True, blank=True
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.DOCUMENT)
+    position = models.PositiveIntegerField()
+    heading = models.TextField(blank=True)
+    text = models.TextField()
+    # Copied from the document so that metadata filters need no join.
+    metadata = models.JSONField(default=dict, blank=True)
+    # Hash of what was embedded: a refresh reuses the vector of an unchanged passage.
+    content_hash = models.CharField(max_length=64)
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    search_vector = models.GeneratedField(
+        expression=SearchVector("heading", "text", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                name="chunk_embedding_hnsw",
+                fields=["embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
+            models.Index(fields=["index_version", "document"], name="chunk_version_document"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.heading or self.text[:40]}"
+
+
+class ModelVersion(BaseModel):
+    """A servable model: a base model plus, optionally, a LoRA adapter. Never edited after
+    creation except for its status; one production version per project."""
+
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        PRODUCTION = "production", "Production"
+        RETIRED = "retired", "Retired"
+        REJECTED = "rejected", "Rejected"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="model_versions")
+    name = models.CharField(max_length=200)
+    base_model = models.CharField(
+        max_length=500, help_text="Local model folder; empty means FLYWHEEL_BASE_MODEL."
+    )
+    adapter_path = models.CharField(max_length=1000, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.CANDIDATE)
+    metrics = models.JSONField(default=dict, blank=True)
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="model_version_unique_name"),
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status="production"),
+                name="model_version_one_production_per_project",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug}/{self.name} ({self.status})"

@@ -22,8 +22,13 @@ class PeriodicTaskSpec:
 PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
         name="Clear expired dashboard sessions",
-        task="flywheel.tasks.clear_expired_sessions",
+        task="flywheel.tasks.housekeeping.clear_expired_sessions",
         crontab={"minute": "17", "hour": "3"},
+    ),
+    PeriodicTaskSpec(
+        name="Index documents whose indexing task was lost",
+        task="flywheel.tasks.indexing.documents_index_stale",
+        crontab={"minute": "*/10"},
     ),
 )
 

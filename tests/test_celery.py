@@ -8,7 +8,7 @@ from django.contrib.sessions.models import Session
 from django.utils import timezone
 
 from flywheel.celery import app as celery_app
-from flywheel.tasks import clear_expired_sessions
+from flywheel.tasks.housekeeping import clear_expired_sessions
 
 TASK_RESULT_DEADLINE_SECONDS = 60
 
@@ -39,7 +39,7 @@ def test_a_task_sent_through_redis_runs_on_the_worker_and_changes_postgres(celer
 @pytest.mark.parametrize(
     "task_name, queue",
     [
-        ("flywheel.tasks.clear_expired_sessions", "default"),
+        ("flywheel.tasks.housekeeping.clear_expired_sessions", "default"),
         ("flywheel.tasks.indexing.document_index", "index"),
         ("retrain.tasks.curation.interaction_curate", "curation"),
         ("retrain.tasks.training.adapter_train", "training"),

@@ -23,7 +23,9 @@ def test_preparing_the_generator_twice_converts_only_once_and_it_answers(tmp_pat
     answer = load_generator(target).chat(
         [{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=16
     )
-    assert "Paris" in answer
+    assert "Paris" in answer.text
+    assert answer.prompt_tokens > 5
+    assert 0 < answer.completion_tokens <= 16
 
 
 def test_the_loader_keeps_one_model_per_process():

@@ -32,7 +32,9 @@ def test_sync_keeps_an_admins_pause_and_removes_tasks_no_longer_declared():
 
     periodic_tasks_sync(specs=(nightly,))
 
-    remaining = {task.name: task for task in PeriodicTask.objects.exclude(name__startswith="celery")}
+    remaining = {
+        task.name: task for task in PeriodicTask.objects.exclude(name__startswith="celery")
+    }
     assert remaining["Nightly"].enabled is False
     assert remaining["Nightly"].description == DECLARED_IN_CODE
     assert "Hourly" not in remaining

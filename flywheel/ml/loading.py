@@ -1,17 +1,21 @@
 """The one place models are loaded. Each process loads a model once and keeps it.
 
-Every model is a local folder (bundled or configured); nothing is fetched from a hub.
+Every model is a local folder (bundled or configured); nothing is fetched from a hub. A
+generator may carry LoRA adapters: they are loaded next to the base weights on first use and
+switched per request, so promoting a new adapter needs no restart.
 """
 
 import threading
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from flywheel.ml.bundled import ModelNotAvailable, base_model_path, embedding_model_path
 
-_lock = threading.Lock()
+_registry_lock = threading.Lock()
 _embedders: dict[Path, object] = {}
 _generators: dict[Path, "Generator"] = {}
 
@@ -19,28 +23,167 @@ EMBEDDING_DIMENSIONS = 384
 
 
 @dataclass
+class GeneratedText:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length", as in the OpenAI API
+
+
+@dataclass
 class Generator:
-    """A causal language model with its tokenizer."""
+    """A causal language model with its tokenizer and the LoRA adapters loaded into it.
+
+    One generation at a time per process: the active adapter is model-wide state, and on a
+    CPU a second concurrent generation would only share the same cores.
+    """
 
     path: Path
     model: object
     tokenizer: object
+    adapters: dict[str, str] = field(default_factory=dict)  # adapter folder -> adapter name
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def chat(self, messages: list[dict], *, max_new_tokens: int = 128) -> str:
-        import torch
-
-        inputs = self.tokenizer.apply_chat_template(
+    def _encode(self, messages: list[dict]):
+        return self.tokenizer.apply_chat_template(
             messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
         )
-        with torch.inference_mode():
-            output = self.model.generate(
-                **inputs,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
-            )
-        new_tokens = output[0][inputs["input_ids"].shape[1] :]
-        return self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip()
+
+    def count_prompt_tokens(self, messages: list[dict]) -> int:
+        return int(self._encode(messages)["input_ids"].shape[1])
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @contextmanager
+    def _adapter(self, adapter_path: str | None):
+        """Activate `adapter_path` (or none) for the duration; the caller holds the lock."""
+        from peft import PeftModel
+
+        if adapter_path:
+            adapter_path = str(Path(adapter_path).resolve())
+            if adapter_path not in self.adapters:
+                name = f"adapter_{len(self.adapters)}"
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(adapter_path, adapter_name=name)
+                else:
+                    self.model = PeftModel.from_pretrained(
+                        self.model, adapter_path, adapter_name=name
+                    )
+                self.model.eval()
+                self.adapters[adapter_path] = name
+            self.model.set_adapter(self.adapters[adapter_path])
+            yield
+        elif isinstance(self.model, PeftModel):
+            with self.model.disable_adapter():
+                yield
+        else:
+            yield
+
+    def _generate_kwargs(self, *, max_new_tokens: int, temperature: float, top_p: float | None):
+        kwargs = {
+            "max_new_tokens": max_new_tokens,
+            "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            "do_sample": temperature > 0,
+        }
+        if temperature > 0:
+            kwargs["temperature"] = temperature
+            kwargs["top_p"] = top_p if top_p is not None else 1.0
+        else:  # greedy: silence the sampling defaults of the model's generation config
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def chat(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        adapter_path: str | None = None,
+    ) -> GeneratedText:
+        import torch
+
+        inputs = self._encode(messages)
+        prompt_tokens = inputs["input_ids"].shape[1]
+        kwargs = self._generate_kwargs(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+        )
+        with self.lock, self._adapter(adapter_path), torch.inference_mode():
+            output = self.model.generate(**inputs, **kwargs)
+        new_tokens = output[0][prompt_tokens:]
+        completion_tokens = int(new_tokens.shape[0])
+        return GeneratedText(
+            text=self.tokenizer.decode(new_tokens, skip_special_tokens=True).strip(),
+            prompt_tokens=int(prompt_tokens),
+            completion_tokens=completion_tokens,
+            finish_reason="length" if completion_tokens >= max_new_tokens else "stop",
+        )
+
+    def chat_stream(
+        self,
+        messages: list[dict],
+        *,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        top_p: float | None = None,
+        adapter_path: str | None = None,
+    ) -> Iterator[str | GeneratedText]:
+        """Yield text pieces as they are generated, then one GeneratedText with the totals.
+
+        Closing the iterator early (a client that went away) stops the generation.
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        cancelled = threading.Event()
+
+        class _StopWhenCancelled(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs) -> bool:
+                return cancelled.is_set()
+
+        inputs = self._encode(messages)
+        prompt_tokens = int(inputs["input_ids"].shape[1])
+        streamer = TextIteratorStreamer(
+            self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=300
+        )
+        kwargs = self._generate_kwargs(
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p
+        )
+        produced: dict[str, object] = {}
+
+        def _run() -> None:
+            try:
+                with torch.inference_mode():
+                    produced["output"] = self.model.generate(
+                        **inputs, **kwargs, streamer=streamer,
+                        stopping_criteria=StoppingCriteriaList([_StopWhenCancelled()]),
+                    )  # fmt: skip
+            except BaseException as error:  # surfaced to the consumer below
+                produced["error"] = error
+                streamer.end()
+
+        with self.lock, self._adapter(adapter_path):
+            worker = threading.Thread(target=_run, name="generate", daemon=True)
+            worker.start()
+            try:
+                pieces = []
+                for piece in streamer:
+                    if piece:
+                        pieces.append(piece)
+                        yield piece
+            finally:
+                cancelled.set()
+                worker.join()
+        if "error" in produced:
+            raise produced["error"]
+        completion_tokens = int(produced["output"].shape[1]) - prompt_tokens
+        yield GeneratedText(
+            text="".join(pieces).strip(),
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            finish_reason="length" if completion_tokens >= max_new_tokens else "stop",
+        )
 
 
 def _require_folder(path: Path, *, what: str) -> None:
@@ -54,7 +197,7 @@ def _require_folder(path: Path, *, what: str) -> None:
 def load_embedder(path: Path | None = None):
     """A sentence-transformers model; `path` defaults to FLYWHEEL_EMBEDDING_MODEL."""
     path = (path or embedding_model_path()).resolve()
-    with _lock:
+    with _registry_lock:
         if path not in _embedders:
             _require_folder(path, what="embedding")
             from sentence_transformers import SentenceTransformer
@@ -71,10 +214,10 @@ def embed_texts(texts: list[str], *, path: Path | None = None) -> np.ndarray:
     )
 
 
-def load_generator(path: Path | None = None) -> Generator:
-    """The base generator; `path` defaults to FLYWHEEL_BASE_MODEL."""
-    path = (path or base_model_path()).resolve()
-    with _lock:
+def load_generator(path: Path | str | None = None) -> Generator:
+    """A generator; `path` defaults to FLYWHEEL_BASE_MODEL."""
+    path = Path(path or base_model_path()).resolve()
+    with _registry_lock:
         if path not in _generators:
             _require_folder(path, what="generator")
             from transformers import AutoModelForCausalLM, AutoTokenizer

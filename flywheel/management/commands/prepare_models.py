@@ -28,8 +28,10 @@ class Command(BaseCommand):
             )
         self.stdout.write(f"Embeddings: {embedding_model_path()} ({vectors.shape[1]} dimensions)")
 
-        answer = load_generator().chat(
-            [{"role": "user", "content": "Say hello in one word."}], max_new_tokens=8
+        answer = (
+            load_generator()
+            .chat([{"role": "user", "content": "Say hello in one word."}], max_new_tokens=8)
+            .text
         )
         if not answer:
             raise SystemExit("The generator produced no text")

@@ -1,11 +1,7 @@
-"""Writes of the serving core. Keyword-only, typed, named <entity>_<action>."""
-
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.contrib.sessions.models import Session
 from django.db import transaction
-from django.utils import timezone
 
 from flywheel.models import Document, Project
 
@@ -18,21 +14,14 @@ CONTENT_TYPE_BY_SUFFIX = {
 }
 
 
-def expired_sessions_clear() -> int:
-    deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
-    return deleted
-
-
-def project_get_or_create(*, slug: str, name: str, description: str = "") -> tuple[Project, bool]:
-    return Project.objects.get_or_create(
-        slug=slug, defaults={"name": name, "description": description}
-    )
-
-
 @dataclass(frozen=True)
 class DocumentUpsertResult:
     document: Document
     outcome: str  # "created", "updated" or "unchanged"
+
+    @property
+    def needs_indexing(self) -> bool:
+        return self.outcome != "unchanged"
 
 
 def document_upsert(
@@ -44,6 +33,9 @@ def document_upsert(
     content_type: str,
     metadata: dict | None = None,
 ) -> DocumentUpsertResult:
+    """Store a document by its source URI. Indexing is the caller's choice: enqueue
+    `document_index` after commit, or call the indexing service directly."""
+    metadata = metadata or {}
     content_hash = Document.hash_content(content_type=content_type, content=content)
     with transaction.atomic():
         existing = (
@@ -58,23 +50,40 @@ def document_upsert(
                 title=title,
                 content=content,
                 content_type=content_type,
-                metadata=metadata or {},
+                metadata=metadata,
                 content_hash=content_hash,
             )
             return DocumentUpsertResult(document=document, outcome="created")
-        if (
+        unchanged = (
             existing.content_hash == content_hash
             and existing.title == title
-            and (existing.metadata == (metadata or {}))
-        ):
+            and existing.metadata == metadata
+        )
+        if unchanged:
             return DocumentUpsertResult(document=existing, outcome="unchanged")
         existing.title = title
         existing.content = content
         existing.content_type = content_type
-        existing.metadata = metadata or {}
+        existing.metadata = metadata
         existing.content_hash = content_hash
+        # Title and metadata are part of what is indexed; force a re-index.
+        existing.indexed_hash = ""
         existing.save()
         return DocumentUpsertResult(document=existing, outcome="updated")
+
+
+def documents_upsert_and_enqueue(
+    *, project: Project, documents: list[dict]
+) -> list[DocumentUpsertResult]:
+    """All documents or none; the changed ones are queued for indexing once committed."""
+    from flywheel.tasks.indexing import document_index
+
+    with transaction.atomic():
+        results = [document_upsert(project=project, **fields) for fields in documents]
+        for result in results:
+            if result.needs_indexing:
+                document_index.delay_on_commit(result.document.pk)
+    return results
 
 
 def _title_from_text(*, path: Path, content: str) -> str:
@@ -105,40 +114,3 @@ def documents_load_folder(*, project: Project, folder: Path) -> list[DocumentUps
             )
         )
     return results
-
-
-@dataclass(frozen=True)
-class DemoBootstrapResult:
-    project: Project
-    document_counts: dict[str, int]
-    admin_password: str | None  # only when the admin user was created by this call
-
-
-def admin_user_ensure(*, username: str) -> str | None:
-    """Create a superuser with a fresh random password; return it, or None if one exists."""
-    import secrets
-
-    from django.contrib.auth import get_user_model
-
-    user_model = get_user_model()
-    if user_model.objects.filter(username=username).exists():
-        return None
-    password = secrets.token_urlsafe(12)
-    user_model.objects.create_superuser(username=username, email="", password=password)
-    return password
-
-
-def demo_bootstrap(*, admin_username: str, knowledge_base: Path) -> DemoBootstrapResult:
-    project, _ = project_get_or_create(
-        slug="demo",
-        name="Demo: Quillmate support",
-        description="Support assistant for Quillmate, a fictional note-taking app.",
-    )
-    counts: dict[str, int] = {}
-    for result in documents_load_folder(project=project, folder=knowledge_base):
-        counts[result.outcome] = counts.get(result.outcome, 0) + 1
-    return DemoBootstrapResult(
-        project=project,
-        document_counts=counts,
-        admin_password=admin_user_ensure(username=admin_username),
-    )

@@ -1,0 +1,177 @@
+"""POST /v1/chat/completions — OpenAI-compatible, with RAG and an Interaction logged per call."""
+
+import json
+import time
+from collections.abc import Iterator
+
+from django.conf import settings
+from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from ninja import Router
+
+from flywheel.api.auth import SecretKeyAuth
+from flywheel.api.errors import ApiError
+from flywheel.api.schemas import ChatCompletionIn, ErrorOut
+from flywheel.generation import GenerationError, GenerationParameters
+from flywheel.services.chat import (
+    ChatAnswer,
+    ChatRequest,
+    PreparedChat,
+    chat_complete,
+    chat_prepare,
+    chat_stream,
+    default_retrieval_options,
+)
+
+router = Router(tags=["chat"])
+INTERACTION_HEADER = "X-Flywheel-Interaction-Id"
+
+
+def _chat_request(payload: ChatCompletionIn) -> ChatRequest:
+    options = payload.flywheel
+    stop = [payload.stop] if isinstance(payload.stop, str) else list(payload.stop or [])
+    retrieval = default_retrieval_options(
+        mode=options.mode, filters=options.filters,
+        query_variants=options.query_variants, hyde=options.hyde,
+        **({"top_k": options.top_k} if options.top_k else {}),
+    )  # fmt: skip
+    return ChatRequest(
+        messages=[{"role": m.role, "content": m.text()} for m in payload.messages],
+        parameters=GenerationParameters(
+            max_tokens=payload.max_completion_tokens
+            or payload.max_tokens
+            or settings.FLYWHEEL_GENERATION_MAX_TOKENS,
+            # Greedy unless asked: the small default model answers best without sampling.
+            temperature=payload.temperature or 0.0,
+            top_p=payload.top_p,
+            stop=stop,
+        ),
+        rag=options.rag,
+        retrieval=retrieval,
+        end_user_id=payload.user or "",
+        session_id=options.session_id,
+        metadata={**options.metadata, **(payload.metadata or {})},
+    )
+
+
+def _extension(prepared: PreparedChat) -> dict:
+    retrieval = prepared.retrieval
+    return {
+        "interaction_id": str(prepared.interaction_id),
+        "model_version": {"id": prepared.model_version.pk, "name": prepared.model_version.name},
+        "index_version": (
+            {"id": retrieval.index_version.pk, "number": retrieval.index_version.number}
+            if retrieval and retrieval.index_version
+            else None
+        ),
+        "citations": [
+            {
+                "rank": chunk.rank,
+                "chunk_id": chunk.chunk_id,
+                "document_id": chunk.document_id,
+                "title": chunk.title,
+                "source_uri": chunk.source_uri,
+                "heading": chunk.heading,
+                "score": round(chunk.score, 6),
+            }
+            for chunk in (retrieval.chunks if retrieval else [])
+        ],
+    }
+
+
+def _completion_id(prepared: PreparedChat) -> str:
+    return f"chatcmpl-{prepared.interaction_id.hex}"
+
+
+def _usage(answer: ChatAnswer) -> dict:
+    generated = answer.generated
+    return {
+        "prompt_tokens": generated.prompt_tokens,
+        "completion_tokens": generated.completion_tokens,
+        "total_tokens": generated.prompt_tokens + generated.completion_tokens,
+    }
+
+
+def _sse(event: dict) -> str:
+    return f"data: {json.dumps(event, separators=(',', ':'))}\n\n"
+
+
+def _stream_events(prepared: PreparedChat, *, include_usage: bool) -> Iterator[str]:
+    created = int(time.time())
+    base = {
+        "id": _completion_id(prepared),
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": prepared.backend.model_name,
+    }
+    yield _sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                    "finish_reason": None}]})  # fmt: skip
+    try:
+        for item in chat_stream(prepared=prepared):
+            if isinstance(item, ChatAnswer):
+                final = {"index": 0, "delta": {}, "finish_reason": item.generated.finish_reason}
+                yield _sse(base | {"choices": [final], "flywheel": _extension(prepared)})
+                if include_usage:
+                    yield _sse(base | {"choices": [], "usage": _usage(item)})
+            else:
+                delta = {"index": 0, "delta": {"content": item}, "finish_reason": None}
+                yield _sse(base | {"choices": [delta]})
+    except GenerationError as error:
+        # Headers are gone already: the error travels in the stream, as OpenAI's does.
+        yield _sse({"error": {"message": str(error), "type": "upstream_error",
+                              "code": "generation_failed", "param": None}})  # fmt: skip
+    yield "data: [DONE]\n\n"
+
+
+@router.post(
+    "/chat/completions",
+    auth=SecretKeyAuth(),
+    response={200: dict, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut,
+              502: ErrorOut},
+    summary="Create a chat completion (OpenAI-compatible, with RAG)",
+)  # fmt: skip
+def chat_completions(request: HttpRequest, payload: ChatCompletionIn):
+    """Answers with retrieval-augmented generation by the project's production model version.
+
+    Every call is logged as an Interaction; its id comes back in `flywheel.interaction_id` and
+    in the `X-Flywheel-Interaction-Id` header. `flywheel.citations` lists the retrieved
+    passages. With `stream: true` the answer arrives as server-sent events.
+    """
+    project = request.api_key.project
+    try:
+        prepared = chat_prepare(project=project, request=_chat_request(payload))
+    except GenerationError as error:
+        raise ApiError(502, str(error), code="generation_failed") from error
+
+    if payload.stream:
+        include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
+        response = StreamingHttpResponse(
+            _stream_events(prepared, include_usage=include_usage),
+            content_type="text/event-stream",
+        )
+        response["Cache-Control"] = "no-cache"
+        response["X-Accel-Buffering"] = "no"  # tell proxies not to hold the stream back
+        response[INTERACTION_HEADER] = str(prepared.interaction_id)
+        return response
+
+    try:
+        answer = chat_complete(prepared=prepared)
+    except GenerationError as error:
+        raise ApiError(502, str(error), code="generation_failed") from error
+    body = {
+        "id": _completion_id(prepared),
+        "object": "chat.completion",
+        "created": int(answer.interaction.created_at.timestamp()),
+        "model": prepared.backend.model_name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": answer.generated.text},
+                "finish_reason": answer.generated.finish_reason,
+            }
+        ],
+        "usage": _usage(answer),
+        "flywheel": _extension(prepared),
+    }
+    response = JsonResponse(body)
+    response[INTERACTION_HEADER] = str(prepared.interaction_id)
+    return response

@@ -1,0 +1,28 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from flywheel.models import ApiKey, Project
+from flywheel.services import api_key_create
+
+
+class Command(BaseCommand):
+    help = "Create an API key for a project and print it (it is shown only once)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", required=True, help="project slug")
+        parser.add_argument("--kind", choices=ApiKey.Kind.values, default=ApiKey.Kind.SECRET)
+        parser.add_argument("--name", required=True)
+        parser.add_argument(
+            "--origin",
+            action="append",
+            default=[],
+            help="an origin allowed to use a public key, e.g. https://app.example.com (repeat)",
+        )
+
+    def handle(self, *args, project: str, kind: str, name: str, origin: list[str], **options):
+        found = Project.objects.filter(slug=project).first()
+        if found is None:
+            raise CommandError(f"No project with slug {project!r}")
+        if kind == ApiKey.Kind.PUBLIC and not origin:
+            raise CommandError("A public key needs at least one --origin")
+        created = api_key_create(project=found, kind=kind, name=name, allowed_origins=origin)
+        self.stdout.write(created.raw_key)

@@ -1,0 +1,275 @@
+"""Hybrid retrieval over a project's active index version.
+
+Two retrievers run against the same chunks: pgvector's HNSW index (cosine distance) and
+PostgreSQL full-text search. Their rankings are fused with Reciprocal Rank Fusion, which needs
+no score calibration between the two: each list contributes 1 / (k + rank) per chunk.
+Multi-query (RAG-Fusion) fuses the rankings of several phrasings; HyDE searches vectors with
+the embedding of a hypothetical answer instead of the question.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+from django.conf import settings
+from django.db import connection, transaction
+
+from flywheel.ml.loading import embed_texts
+from flywheel.models import Chunk, IndexVersion, Project
+
+RRF_K = 60
+# The HNSW candidate list; larger finds more of the true nearest neighbours, slower.
+HNSW_EF_SEARCH = 100
+
+
+class RetrievalMode(StrEnum):
+    HYBRID = "hybrid"
+    VECTOR = "vector"
+    KEYWORD = "keyword"
+
+
+@dataclass(frozen=True)
+class RetrievalOptions:
+    top_k: int = 4
+    mode: RetrievalMode = RetrievalMode.HYBRID
+    # Chunks whose metadata contains these key/value pairs (JSON containment).
+    filters: dict | None = None
+    # Number of generated rephrasings to fuse in (RAG-Fusion); 0 is off.
+    query_variants: int = 0
+    hyde: bool = False
+
+
+@dataclass
+class RetrievedChunk:
+    chunk_id: int
+    document_id: int | None
+    kind: str
+    title: str
+    source_uri: str
+    heading: str
+    text: str
+    score: float  # fused RRF score (or the single retriever's score)
+    rank: int
+    vector_similarity: float | None = None
+    keyword_score: float | None = None
+
+    def as_log_entry(self, *, index_version_id: int) -> dict:
+        return {
+            "chunk_id": self.chunk_id,
+            "document_id": self.document_id,
+            "kind": self.kind,
+            "title": self.title,
+            "source_uri": self.source_uri,
+            "heading": self.heading,
+            "text": self.text,
+            "score": round(self.score, 6),
+            "rank": self.rank,
+            "vector_similarity": _rounded(self.vector_similarity),
+            "keyword_score": _rounded(self.keyword_score),
+            "index_version_id": index_version_id,
+        }
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 6)
+
+
+@dataclass
+class RetrievalResult:
+    index_version: IndexVersion | None
+    chunks: list[RetrievedChunk]
+    query_embedding: np.ndarray | None
+    queries: list[str]
+    hypothetical_answer: str | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+# (chunk id, score), best first
+Ranking = list[tuple[int, float]]
+
+
+def active_index_version(*, project: Project) -> IndexVersion | None:
+    return IndexVersion.objects.filter(project=project, status=IndexVersion.Status.ACTIVE).first()
+
+
+def _metadata_clause(filters: dict | None) -> tuple[str, list]:
+    if not filters:
+        return "", []
+    import json
+
+    return " AND metadata @> %s::jsonb", [json.dumps(filters)]
+
+
+def vector_ranking(
+    *, index_version_id: int, embedding: np.ndarray, limit: int, filters: dict | None = None
+) -> Ranking:
+    where, params = _metadata_clause(filters)
+    vector = "[" + ",".join(f"{value:.7f}" for value in embedding) + "]"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SET LOCAL hnsw.ef_search = {max(HNSW_EF_SEARCH, limit)}")
+        # With a filter, keep scanning the graph until enough rows pass it (pgvector ≥ 0.8).
+        cursor.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+        cursor.execute(
+            "SELECT id, 1 - (embedding <=> %s::vector) AS similarity FROM flywheel_chunk "
+            f"WHERE index_version_id = %s{where} "
+            "ORDER BY embedding <=> %s::vector LIMIT %s",
+            [vector, index_version_id, *params, vector, limit],
+        )
+        rows = cursor.fetchall()
+    # relaxed_order may return neighbours slightly out of order.
+    return sorted(((row[0], float(row[1])) for row in rows), key=lambda item: -item[1])
+
+
+def keyword_ranking(
+    *, index_version_id: int, query: str, limit: int, filters: dict | None = None
+) -> Ranking:
+    """Full-text ranking where any query term may match (OR), ranked by cover density.
+
+    plainto_tsquery would require every word of a natural-language question to appear.
+    """
+    where, params = _metadata_clause(filters)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, "
+            "' & ', ' | '), '')::tsquery AS query) "
+            "SELECT id, ts_rank_cd(search_vector, q.query, 32) AS score "
+            "FROM flywheel_chunk, q "
+            f"WHERE index_version_id = %s AND search_vector @@ q.query{where} "
+            "ORDER BY score DESC, id LIMIT %s",
+            [query, index_version_id, *params, limit],
+        )
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def reciprocal_rank_fusion(rankings: list[Ranking], *, k: int = RRF_K) -> Ranking:
+    fused: dict[int, float] = {}
+    for ranking in rankings:
+        for position, (chunk_id, _) in enumerate(ranking, start=1):
+            fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + position)
+    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+
+
+def _chunks_by_id(ids: list[int]) -> dict[int, Chunk]:
+    return {
+        chunk.pk: chunk for chunk in Chunk.objects.filter(pk__in=ids).select_related("document")
+    }
+
+
+def retrieve(
+    *,
+    project: Project,
+    query: str,
+    options: RetrievalOptions,
+    index_version: IndexVersion | None = None,
+    write_text: Callable[[str, int], str] | None = None,
+) -> RetrievalResult:
+    """Retrieve the `top_k` chunks for `query`.
+
+    `write_text(prompt, max_tokens)` is the generator, needed only for query variants and HyDE.
+    """
+    index_version = index_version or active_index_version(project=project)
+    timings: dict[str, float] = {}
+    queries = [query]
+    hypothetical_answer = None
+
+    if (options.query_variants or options.hyde) and write_text is None:
+        raise ValueError("query variants and HyDE need a generator")
+    started = time.perf_counter()
+    if options.query_variants:
+        queries += query_variants_write(
+            query=query, count=options.query_variants, write_text=write_text
+        )
+    if options.hyde:
+        hypothetical_answer = write_text(
+            "Write a short factual passage that answers the question.\n\n"
+            f"Question: {query}\nPassage:",
+            96,
+        )
+    if options.query_variants or options.hyde:
+        timings["rewrite_ms"] = (time.perf_counter() - started) * 1000
+
+    started = time.perf_counter()
+    texts_to_embed = list(queries) + ([hypothetical_answer] if hypothetical_answer else [])
+    embeddings = embed_texts(texts_to_embed)
+    timings["embed_ms"] = (time.perf_counter() - started) * 1000
+    query_embedding = embeddings[0]
+
+    if index_version is None:
+        return RetrievalResult(
+            index_version=None, chunks=[], query_embedding=query_embedding, queries=queries,
+            hypothetical_answer=hypothetical_answer, timings_ms=timings,
+        )  # fmt: skip
+
+    started = time.perf_counter()
+    candidates = max(settings.FLYWHEEL_RETRIEVAL_CANDIDATES, options.top_k)
+    vector_queries = [embeddings[-1]] if hypothetical_answer else list(embeddings[: len(queries)])
+    similarities: dict[int, float] = {}
+    keyword_scores: dict[int, float] = {}
+    rankings: list[Ranking] = []
+    if options.mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR):
+        for embedding in vector_queries:
+            ranking = vector_ranking(
+                index_version_id=index_version.pk, embedding=embedding,
+                limit=candidates, filters=options.filters,
+            )  # fmt: skip
+            rankings.append(ranking)
+            for chunk_id, similarity in ranking:
+                similarities[chunk_id] = max(similarity, similarities.get(chunk_id, -1.0))
+    if options.mode in (RetrievalMode.HYBRID, RetrievalMode.KEYWORD):
+        for text in queries:
+            ranking = keyword_ranking(
+                index_version_id=index_version.pk, query=text,
+                limit=candidates, filters=options.filters,
+            )  # fmt: skip
+            rankings.append(ranking)
+            for chunk_id, score in ranking:
+                keyword_scores[chunk_id] = max(score, keyword_scores.get(chunk_id, 0.0))
+
+    fused = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings)
+    top = fused[: options.top_k]
+    chunks = _chunks_by_id([chunk_id for chunk_id, _ in top])
+    retrieved = []
+    for rank, (chunk_id, score) in enumerate(top, start=1):
+        chunk = chunks[chunk_id]
+        retrieved.append(
+            RetrievedChunk(
+                chunk_id=chunk_id,
+                document_id=chunk.document_id,
+                kind=chunk.kind,
+                title=chunk.document.title if chunk.document else chunk.heading,
+                source_uri=chunk.document.source_uri if chunk.document else "",
+                heading=chunk.heading,
+                text=chunk.text,
+                score=score,
+                rank=rank,
+                vector_similarity=similarities.get(chunk_id),
+                keyword_score=keyword_scores.get(chunk_id),
+            )
+        )
+    timings["retrieve_ms"] = (time.perf_counter() - started) * 1000
+    return RetrievalResult(
+        index_version=index_version,
+        chunks=retrieved,
+        query_embedding=query_embedding,
+        queries=queries,
+        hypothetical_answer=hypothetical_answer,
+        timings_ms=timings,
+    )
+
+
+def query_variants_write(
+    *, query: str, count: int, write_text: Callable[[str, int], str]
+) -> list[str]:
+    """Ask the generator for `count` rephrasings, one per line; keep the distinct ones."""
+    prompt = (
+        f"Rewrite the question below in {count} different ways, one per line, "
+        f"without numbering.\n\nQuestion: {query}"
+    )
+    variants = []
+    for line in write_text(prompt, 32 * count).splitlines():
+        cleaned = line.strip().lstrip("-*0123456789.) ").strip()
+        if cleaned and cleaned.lower() != query.lower() and cleaned not in variants:
+            variants.append(cleaned)
+    return variants[:count]

@@ -1,0 +1,7 @@
+from django.contrib.sessions.models import Session
+from django.utils import timezone
+
+
+def expired_sessions_clear() -> int:
+    deleted, _ = Session.objects.filter(expire_date__lt=timezone.now()).delete()
+    return deleted

@@ -1,0 +1,17 @@
+from celery import shared_task
+
+from flywheel.services import indexing
+
+
+@shared_task(autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+def document_index(document_id: int) -> int | None:
+    return indexing.document_index(document_id=document_id)
+
+
+@shared_task
+def documents_index_stale() -> int:
+    """The sweeper: re-enqueue documents whose indexing task was lost."""
+    stale = indexing.documents_stale_ids()
+    for document_id in stale:
+        document_index.delay(document_id)
+    return len(stale)
