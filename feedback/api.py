@@ -1,7 +1,7 @@
 import uuid
 
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from feedback.schemas import InteractionBatchIn, InteractionBatchOut, InteractionOut
 from feedback.selectors import interaction_get
@@ -26,7 +26,7 @@ def interactions_log(request: HttpRequest, payload: InteractionBatchIn):
         project=request.api_key.project,
         interactions=[item.dict() for item in payload.interactions],
     )
-    return 201, {"interactions": logged}
+    return Status(201, {"interactions": logged})
 
 
 @router.get(

@@ -109,3 +109,41 @@ def celery_worker(django_db_setup, tmp_path_factory):
         yield worker
     finally:
         worker.stop()
+
+
+DEMO_KNOWLEDGE_BASE = REPOSITORY_ROOT / "demo" / "knowledge_base"
+
+
+@pytest.fixture
+def project(db):
+    from tests.factories import ProjectFactory
+
+    return ProjectFactory()
+
+
+@pytest.fixture
+def secret_key(project) -> str:
+    from flywheel.services import api_key_create
+
+    return api_key_create(project=project, kind="secret", name="server").raw_key
+
+
+@pytest.fixture
+def public_key(project) -> str:
+    from flywheel.services import api_key_create
+
+    return api_key_create(
+        project=project, kind="public", name="widget", allowed_origins=["https://app.example"]
+    ).raw_key
+
+
+def bearer(key: str) -> dict:
+    return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
+
+
+def index_folder(project, folder: Path) -> None:
+    """Load and index a folder of documents inline (what `load_documents` does)."""
+    from flywheel.services import document_index, documents_load_folder
+
+    for result in documents_load_folder(project=project, folder=folder):
+        document_index(document_id=result.document.pk)

@@ -29,6 +29,8 @@ def test_bootstrap_creates_the_demo_once_and_prints_a_working_password(knowledge
     admin = authenticate(username="admin", password=first.admin_password)
     assert admin is not None and admin.is_superuser
     assert first.project == second.project
+    assert first.secret_key.startswith("fw_sk_") and second.secret_key is None
+    assert first.project.index_versions.get().chunks.count() >= 3
 
 
 @pytest.mark.django_db

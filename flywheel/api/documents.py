@@ -1,5 +1,5 @@
 from django.http import HttpRequest
-from ninja import Router
+from ninja import Router, Status
 
 from flywheel.api.auth import SecretKeyAuth
 from flywheel.api.errors import ApiError
@@ -22,12 +22,15 @@ def documents_add(request: HttpRequest, payload: DocumentBatchIn):
         project=request.api_key.project,
         documents=[document.dict() for document in payload.documents],
     )
-    return 202, {
-        "documents": [
-            {"id": r.document.pk, "source_uri": r.document.source_uri, "outcome": r.outcome}
-            for r in results
-        ]
-    }
+    return Status(
+        202,
+        {
+            "documents": [
+                {"id": r.document.pk, "source_uri": r.document.source_uri, "outcome": r.outcome}
+                for r in results
+            ]
+        },
+    )
 
 
 @router.get(

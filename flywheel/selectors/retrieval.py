@@ -143,12 +143,20 @@ def keyword_ranking(
         return [(row[0], float(row[1])) for row in cursor.fetchall()]
 
 
-def reciprocal_rank_fusion(rankings: list[Ranking], *, k: int = RRF_K) -> Ranking:
+def reciprocal_rank_fusion(
+    rankings: list[Ranking], *, k: int = RRF_K, tie_breaker: dict[int, float] | None = None
+) -> Ranking:
+    """Fuse rankings; equal fused scores (say, first in one list, absent from the other)
+    are ordered by `tie_breaker` (higher first), then by id so the order is stable."""
     fused: dict[int, float] = {}
     for ranking in rankings:
         for position, (chunk_id, _) in enumerate(ranking, start=1):
             fused[chunk_id] = fused.get(chunk_id, 0.0) + 1.0 / (k + position)
-    return sorted(fused.items(), key=lambda item: (-item[1], item[0]))
+    tie_breaker = tie_breaker or {}
+    return sorted(
+        fused.items(),
+        key=lambda item: (-round(item[1], 12), -tie_breaker.get(item[0], -1.0), item[0]),
+    )
 
 
 def _chunks_by_id(ids: list[int]) -> dict[int, Chunk]:
@@ -227,7 +235,11 @@ def retrieve(
             for chunk_id, score in ranking:
                 keyword_scores[chunk_id] = max(score, keyword_scores.get(chunk_id, 0.0))
 
-    fused = rankings[0] if len(rankings) == 1 else reciprocal_rank_fusion(rankings)
+    fused = (
+        rankings[0]
+        if len(rankings) == 1
+        else reciprocal_rank_fusion(rankings, tie_breaker=similarities)
+    )
     top = fused[: options.top_k]
     chunks = _chunks_by_id([chunk_id for chunk_id, _ in top])
     retrieved = []

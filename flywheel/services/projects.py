@@ -4,7 +4,8 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 
-from flywheel.models import Project
+from flywheel.models import ApiKey, Project
+from flywheel.services.api_keys import api_key_create
 from flywheel.services.documents import documents_load_folder
 from flywheel.services.indexing import document_index
 
@@ -30,6 +31,7 @@ class DemoBootstrapResult:
     project: Project
     document_counts: dict[str, int]
     admin_password: str | None  # only when the admin user was created by this call
+    secret_key: str | None  # only when the demo key was created by this call
 
 
 def demo_bootstrap(*, admin_username: str, knowledge_base: Path) -> DemoBootstrapResult:
@@ -46,8 +48,12 @@ def demo_bootstrap(*, admin_username: str, knowledge_base: Path) -> DemoBootstra
     for result in documents_load_folder(project=project, folder=knowledge_base):
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
         document_index(document_id=result.document.pk)
+    secret_key = None
+    if not ApiKey.objects.filter(project=project, kind=ApiKey.Kind.SECRET).exists():
+        secret_key = api_key_create(project=project, kind=ApiKey.Kind.SECRET, name="demo").raw_key
     return DemoBootstrapResult(
         project=project,
         document_counts=counts,
         admin_password=admin_user_ensure(username=admin_username),
+        secret_key=secret_key,
     )

@@ -24,6 +24,16 @@ class Command(BaseCommand):
             f"Demo project '{outcome.project.slug}': {counts.get('created', 0)} documents added, "
             f"{counts.get('updated', 0)} updated, {counts.get('unchanged', 0)} unchanged"
         )
+        if outcome.secret_key:
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"Demo API key (shown only now): {outcome.secret_key}\n"
+                    "  Try it:  curl -s http://127.0.0.1:8000/v1/chat/completions "
+                    f"-H 'Authorization: Bearer {outcome.secret_key}' "
+                    "-H 'Content-Type: application/json' "
+                    """-d '{"messages": [{"role": "user", "content": "What does Canopy cost?"}]}'"""
+                )
+            )
         if outcome.admin_password:
             self.stdout.write(
                 self.style.SUCCESS(
