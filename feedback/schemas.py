@@ -1,6 +1,6 @@
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from ninja import Field, Schema
 from pydantic import model_validator
@@ -77,3 +77,40 @@ class InteractionOut(Schema):
     completion_tokens: int | None
     metadata: dict
     created_at: datetime
+
+
+class RatingIn(Schema):
+    interaction_id: uuid.UUID
+    rater_id: str = Field(
+        ..., min_length=1, max_length=200, description="Your app's id for the end user"
+    )
+    thumb: Literal["up", "down"] | None = None
+    score: int | None = Field(None, ge=1, le=5)
+    comment: str = Field("", max_length=5000)
+    correction: str = Field("", max_length=20_000, description="A better answer")
+    tags: list[Annotated[str, Field(min_length=1, max_length=50)]] = Field(
+        default_factory=list, max_length=20
+    )
+
+    @model_validator(mode="after")
+    def _says_something(self):
+        if not (self.thumb or self.score or self.comment.strip() or self.correction.strip()):
+            raise ValueError("a rating needs a thumb, a score, a comment or a correction")
+        return self
+
+
+class RatingBatchIn(Schema):
+    ratings: list[RatingIn] = Field(..., min_length=1, max_length=500)
+
+
+class RatingOut(Schema):
+    id: int
+    interaction_id: uuid.UUID
+    rater_id: str
+    thumb: str
+    score: int | None
+    source: str
+
+
+class RatingBatchOut(Schema):
+    ratings: list[RatingOut]

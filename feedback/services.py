@@ -2,12 +2,22 @@
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import transaction
+from django.db.models import Case, Exists, IntegerField, OuterRef, Q, Value, When
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from feedback.models import Interaction
+from feedback.models import (
+    Interaction,
+    Rating,
+    RatingSubmission,
+    Review,
+    ReviewLease,
+)
+from feedback.signals import feedback_recorded
 from flywheel.models import IndexVersion, ModelVersion, Project
 
 
@@ -116,3 +126,172 @@ def interactions_log_batch(
         seen.add(key)
         results.append(LoggedInteraction(id=stored_ids[key], idempotency_key=key, created=created))
     return results
+
+
+class InteractionNotFound(Exception):
+    def __init__(self, interaction_id):
+        super().__init__(f"No interaction {interaction_id} in this project.")
+        self.interaction_id = interaction_id
+
+
+def _announce_after_commit(*, interaction_id: uuid.UUID, kind: str) -> None:
+    transaction.on_commit(
+        lambda: feedback_recorded.send(sender=Interaction, interaction_id=interaction_id, kind=kind)
+    )
+
+
+RATING_FIELDS = ("thumb", "score", "comment", "correction", "tags")
+
+
+def rating_submit(
+    *,
+    interaction: Interaction,
+    rater_id: str,
+    source: str,
+    thumb: str = "",
+    score: int | None = None,
+    comment: str = "",
+    correction: str = "",
+    tags: list[str] | None = None,
+) -> Rating:
+    """Record a rating; it replaces the rater's earlier one, which stays in the history."""
+    values = {
+        "thumb": thumb or "",
+        "score": score,
+        "comment": comment or "",
+        "correction": correction or "",
+        "tags": tags or [],
+        "source": source,
+    }
+    with transaction.atomic():
+        rating, _ = Rating.objects.select_for_update().update_or_create(
+            interaction=interaction, rater_id=rater_id, defaults=values
+        )
+        RatingSubmission.objects.create(rating=rating, **values)
+        _announce_after_commit(interaction_id=interaction.pk, kind="rating")
+    return rating
+
+
+def ratings_submit_batch(*, project: Project, ratings: list[dict], source: str) -> list[Rating]:
+    """All ratings or none; every interaction must belong to `project`."""
+    wanted = {item["interaction_id"] for item in ratings}
+    interactions = {i.pk: i for i in Interaction.objects.filter(project=project, pk__in=wanted)}
+    missing = [i for i in wanted if i not in interactions]
+    if missing:
+        raise InteractionNotFound(missing[0])
+    with transaction.atomic():
+        return [
+            rating_submit(
+                interaction=interactions[item["interaction_id"]],
+                rater_id=item["rater_id"],
+                source=source,
+                **{field: item.get(field) for field in RATING_FIELDS},
+            )
+            for item in ratings
+        ]
+
+
+def review_submit(
+    *,
+    interaction: Interaction,
+    reviewer,
+    decision: str,
+    ideal_answer: str = "",
+    note: str = "",
+) -> Review:
+    """Record a verdict and hand the item back from the reviewer's lease."""
+    with transaction.atomic():
+        review = Review.objects.create(
+            interaction=interaction,
+            reviewer=reviewer,
+            decision=decision,
+            ideal_answer=ideal_answer.strip() if decision == Review.Decision.CORRECTED else "",
+            note=note,
+        )
+        ReviewLease.objects.filter(interaction=interaction).delete()
+        _announce_after_commit(interaction_id=interaction.pk, kind="review")
+    return review
+
+
+class QueuePriority:
+    NEGATIVE = 0  # a thumbs-down or a suggested correction
+    LOW_SCORE = 1  # a score of LOW_SCORE_MAX or less
+    SAMPLED = 2  # the random sample of everything else
+
+
+LOW_SCORE_MAX = 2
+
+
+def review_queue_candidates(*, project: Project, reviewer, exclude_ids=()):
+    """Unreviewed interactions nobody else holds, in queue order. Beyond the negative and
+    low-scored ones, a stable pseudo-random FLYWHEEL_REVIEW_SAMPLE_PERCENT of the rest."""
+    now = timezone.now()
+    ratings = Rating.objects.filter(interaction=OuterRef("pk"))
+    return (
+        Interaction.objects.filter(project=project)
+        .exclude(pk__in=list(exclude_ids))
+        .filter(~Exists(Review.objects.filter(interaction=OuterRef("pk"))))
+        .filter(
+            ~Exists(
+                ReviewLease.objects.filter(interaction=OuterRef("pk"), expires_at__gt=now).exclude(
+                    reviewer=reviewer
+                )
+            )
+        )
+        .annotate(
+            negative=Exists(ratings.filter(Q(thumb="down") | ~Q(correction=""))),
+            low_score=Exists(ratings.filter(score__lte=LOW_SCORE_MAX)),
+            # hashtext() spreads ids evenly and gives the same answer on every call.
+            sampled=RawSQL(
+                "abs(hashtext(feedback_interaction.id::text)) %% 100 < %s",
+                [settings.FLYWHEEL_REVIEW_SAMPLE_PERCENT],
+            ),
+        )
+        .filter(Q(negative=True) | Q(low_score=True) | Q(sampled=True))
+        .annotate(
+            priority=Case(
+                When(negative=True, then=Value(QueuePriority.NEGATIVE)),
+                When(low_score=True, then=Value(QueuePriority.LOW_SCORE)),
+                default=Value(QueuePriority.SAMPLED),
+                output_field=IntegerField(),
+            )
+        )
+        .order_by("priority", "created_at")
+    )
+
+
+def review_queue_next(*, project: Project, reviewer, exclude_ids=()) -> Interaction | None:
+    """Lease the next interaction to `reviewer` (or renew the one they hold).
+
+    SKIP LOCKED makes concurrent reviewers pass over a row another is leasing right now, so
+    two never get the same item.
+    """
+    lease_for = timedelta(seconds=settings.FLYWHEEL_REVIEW_LEASE_SECONDS)
+    with transaction.atomic():
+        held = (
+            ReviewLease.objects.select_for_update()
+            .filter(reviewer=reviewer, interaction__project=project, expires_at__gt=timezone.now())
+            .exclude(interaction_id__in=list(exclude_ids))
+            .exclude(interaction__reviews__isnull=False)
+            .first()
+        )
+        if held:
+            held.expires_at = timezone.now() + lease_for
+            held.save(update_fields=["expires_at"])
+            return held.interaction
+        interaction = (
+            review_queue_candidates(project=project, reviewer=reviewer, exclude_ids=exclude_ids)
+            .select_for_update(skip_locked=True, of=("self",))
+            .first()
+        )
+        if interaction is None:
+            return None
+        ReviewLease.objects.update_or_create(
+            interaction=interaction,
+            defaults={"reviewer": reviewer, "expires_at": timezone.now() + lease_for},
+        )
+        return interaction
+
+
+def review_lease_release(*, interaction: Interaction, reviewer) -> None:
+    ReviewLease.objects.filter(interaction=interaction, reviewer=reviewer).delete()

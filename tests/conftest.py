@@ -147,3 +147,47 @@ def index_folder(project, folder: Path) -> None:
 
     for result in documents_load_folder(project=project, folder=folder):
         document_index(document_id=result.document.pk)
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (which cannot download its own)."""
+    # Playwright's sync API runs an event loop in this thread; the ORM calls that tests make
+    # between browser steps are still synchronous and safe.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def user_with_role(project, role: str, username: str | None = None):
+    """A dashboard user holding `role` in `project`; the password is 'pw-<username>'."""
+    from django.contrib.auth import get_user_model
+
+    from feedback.models import ProjectMembership
+
+    username = username or f"{role}-{project.slug}"
+    user = get_user_model().objects.create_user(username=username, password=f"pw-{username}")
+    ProjectMembership.objects.create(user=user, project=project, role=role)
+    return user

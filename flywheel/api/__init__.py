@@ -3,6 +3,7 @@ OpenAPI documentation at /api/docs."""
 
 from ninja import NinjaAPI
 
+from feedback.api import ratings_router
 from feedback.api import router as interactions_router
 from flywheel.api.chat import router as chat_router
 from flywheel.api.documents import router as documents_router
@@ -23,3 +24,4 @@ install_error_handlers(api)
 api.add_router("/v1/", chat_router)
 api.add_router("/api/v1/", documents_router)
 api.add_router("/api/v1/", interactions_router)
+api.add_router("/api/v1/", ratings_router)

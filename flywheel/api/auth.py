@@ -6,7 +6,7 @@ from ninja.security import HttpBearer
 
 from flywheel.api.errors import ApiError
 from flywheel.models import ApiKey
-from flywheel.services.api_keys import api_key_record_use
+from flywheel.services.api_keys import api_key_record_use, normalise_origin
 
 
 def api_key_from_token(token: str) -> ApiKey:
@@ -31,6 +31,25 @@ class SecretKeyAuth(HttpBearer):
                 "Public keys may only rate interactions; use a secret key on the server side.",
                 code="public_key_not_allowed",
             )
+        api_key_record_use(api_key=api_key)
+        request.api_key = api_key
+        return api_key
+
+
+class RatingKeyAuth(HttpBearer):
+    """Secret keys, and public keys used from one of their project's allowed origins."""
+
+    def authenticate(self, request: HttpRequest, token: str) -> ApiKey:
+        api_key = api_key_from_token(token)
+        if api_key.kind == ApiKey.Kind.PUBLIC:
+            origin = normalise_origin(request.headers.get("Origin", ""))
+            if not origin or origin not in api_key.allowed_origins:
+                raise ApiError(
+                    403,
+                    "This public key may not be used from this origin; add the origin to the "
+                    "key's allowed origins.",
+                    code="origin_not_allowed",
+                )
         api_key_record_use(api_key=api_key)
         request.api_key = api_key
         return api_key

@@ -38,6 +38,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "flywheel.middleware.PublicKeyCorsMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -82,7 +83,9 @@ STORAGES = {
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard:home"
+LOGOUT_REDIRECT_URL = "login"
 
 LOGGING = {
     "version": 1,
@@ -140,3 +143,13 @@ FLYWHEEL_REMOTE_TIMEOUT_SECONDS = env_int("FLYWHEEL_REMOTE_TIMEOUT_SECONDS", 120
 # Request bodies above this many bytes are refused with 413 before they are parsed.
 FLYWHEEL_MAX_REQUEST_BYTES = env_int("FLYWHEEL_MAX_REQUEST_BYTES", 10 * 1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = FLYWHEEL_MAX_REQUEST_BYTES
+
+# --- Feedback ----------------------------------------------------------------------------------
+# Share of interactions without a negative signal that still enter the review queue.
+FLYWHEEL_REVIEW_SAMPLE_PERCENT = env_int("FLYWHEEL_REVIEW_SAMPLE_PERCENT", 10)
+FLYWHEEL_REVIEW_LEASE_SECONDS = env_int("FLYWHEEL_REVIEW_LEASE_SECONDS", 600)
+# Ratings accepted per key and client IP per window; more get 429 with Retry-After.
+FLYWHEEL_RATING_RATE_LIMIT = env_int("FLYWHEEL_RATING_RATE_LIMIT", 60)
+FLYWHEEL_RATING_RATE_WINDOW_SECONDS = env_int("FLYWHEEL_RATING_RATE_WINDOW_SECONDS", 60)
+# Behind a reverse proxy, the client address is the first of X-Forwarded-For.
+FLYWHEEL_TRUST_X_FORWARDED_FOR = env_bool("FLYWHEEL_TRUST_X_FORWARDED_FOR", False)
