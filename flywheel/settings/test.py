@@ -27,3 +27,7 @@ STORAGES = {
 # The live server's threads must not keep connections open past a test, or the test database
 # cannot be dropped at the end of the run.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+# Lets several test runs share one PostgreSQL server (each with its own Redis database too).
+DATABASES["default"]["TEST"] = {  # noqa: F405
+    "NAME": env_str("FLYWHEEL_TEST_DATABASE_NAME", "test_flywheel")
+}
