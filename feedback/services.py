@@ -260,10 +260,25 @@ def review_queue_candidates(*, project: Project, reviewer, exclude_ids=()):
     )
 
 
+def _review_queue_still_unclaimed(*, interaction: Interaction, reviewer) -> bool:
+    """Look again, under the interaction's row lock, for a lease or review the candidate query
+    could not see: its snapshot dates from when it started, and a lease committed by another
+    reviewer while it ran leaves the interaction row unchanged, so Postgres does not re-check
+    it. Whoever leases or reviews through the queue holds this lock until they commit, so what
+    this fresh statement reads is settled."""
+    claimed_by_others = ReviewLease.objects.filter(
+        interaction=interaction, expires_at__gt=timezone.now()
+    ).exclude(reviewer=reviewer)
+    return not (
+        claimed_by_others.exists() or Review.objects.filter(interaction=interaction).exists()
+    )
+
+
 def review_queue_next(*, project: Project, reviewer, exclude_ids=()) -> Interaction | None:
     """Lease the next interaction to `reviewer` (or renew the one they hold).
 
-    SKIP LOCKED makes concurrent reviewers pass over a row another is leasing right now, so
+    SKIP LOCKED makes concurrent reviewers pass over a row another is leasing right now, and
+    the look again under the lock catches a lease committed while the candidate query ran, so
     two never get the same item.
     """
     lease_for = timedelta(seconds=settings.FLYWHEEL_REVIEW_LEASE_SECONDS)
@@ -279,13 +294,18 @@ def review_queue_next(*, project: Project, reviewer, exclude_ids=()) -> Interact
             held.expires_at = timezone.now() + lease_for
             held.save(update_fields=["expires_at"])
             return held.interaction
-        interaction = (
-            review_queue_candidates(project=project, reviewer=reviewer, exclude_ids=exclude_ids)
-            .select_for_update(skip_locked=True, of=("self",))
-            .first()
-        )
-        if interaction is None:
-            return None
+        passed_over = list(exclude_ids)
+        while True:
+            interaction = (
+                review_queue_candidates(project=project, reviewer=reviewer, exclude_ids=passed_over)
+                .select_for_update(skip_locked=True, of=("self",))
+                .first()
+            )
+            if interaction is None:
+                return None
+            if _review_queue_still_unclaimed(interaction=interaction, reviewer=reviewer):
+                break
+            passed_over.append(interaction.pk)
         ReviewLease.objects.update_or_create(
             interaction=interaction,
             defaults={"reviewer": reviewer, "expires_at": timezone.now() + lease_for},
@@ -295,3 +315,46 @@ def review_queue_next(*, project: Project, reviewer, exclude_ids=()) -> Interact
 
 def review_lease_release(*, interaction: Interaction, reviewer) -> None:
     ReviewLease.objects.filter(interaction=interaction, reviewer=reviewer).delete()
+
+
+# --- Annotation queue: a verdict counts only from the reviewer who holds the item ------------
+
+
+class ReviewLeaseLost(Exception):
+    """The reviewer no longer holds the interaction: it was reviewed already, or its lease
+    expired and the queue handed it to another reviewer."""
+
+    def __init__(self, *, already_reviewed: bool):
+        self.already_reviewed = already_reviewed
+        super().__init__("already reviewed" if already_reviewed else "leased to someone else")
+
+
+def review_submit_leased(
+    *,
+    interaction: Interaction,
+    reviewer,
+    decision: str,
+    ideal_answer: str = "",
+    note: str = "",
+) -> Review:
+    """review_submit for the annotation queue, refused (ReviewLeaseLost) unless `reviewer`
+    still holds the lease and nobody has reviewed the item.
+
+    The check and the write happen under the interaction's row lock, the same lock
+    review_queue_next takes before it leases, so neither a second submit (a double key press)
+    nor the queue handing the item on can slip in between them. A lease that expired but went
+    to nobody else still counts: the work is the reviewer's and nobody else is on it.
+    """
+    with transaction.atomic():
+        Interaction.objects.select_for_update().only("pk").get(pk=interaction.pk)
+        if Review.objects.filter(interaction=interaction).exists():
+            raise ReviewLeaseLost(already_reviewed=True)
+        if not ReviewLease.objects.filter(interaction=interaction, reviewer=reviewer).exists():
+            raise ReviewLeaseLost(already_reviewed=False)
+        return review_submit(
+            interaction=interaction,
+            reviewer=reviewer,
+            decision=decision,
+            ideal_answer=ideal_answer,
+            note=note,
+        )

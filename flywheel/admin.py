@@ -8,11 +8,31 @@ from flywheel.services.api_keys import normalise_origin
 from flywheel.tasks.indexing import document_index
 
 
+def _start_job(kind: str, description: str):
+    @admin.action(description=description)
+    def start(modeladmin, request, queryset):
+        from retrain.models import Job
+        from retrain.services.jobs import job_create
+
+        for project in queryset:
+            job = job_create(project=project, kind=kind, trigger=Job.Trigger.ADMIN,
+                             triggered_by=request.user)  # fmt: skip
+            messages.success(request, f"{project}: job {job.pk} queued ({description}).")
+
+    start.__name__ = f"start_{kind}"
+    return start
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "generation_backend", "created_at"]
     prepopulated_fields = {"slug": ["name"]}
     search_fields = ["name", "slug"]
+    actions = [
+        _start_job("index_refresh", "Refresh the index"),
+        _start_job("lora_training", "Train a LoRA adapter (default parameters)"),
+        _start_job("dataset_snapshot", "Snapshot a dataset version"),
+    ]
 
 
 class ApiKeyCreateForm(forms.ModelForm):

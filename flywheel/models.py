@@ -142,6 +142,11 @@ class IndexVersion(BaseModel):
     chunking = models.JSONField(default=dict, help_text="Chunk size and overlap used.")
     description = models.TextField(blank=True)
     activated_at = models.DateTimeField(null=True, blank=True)
+    # What went in: documents, correction FAQ entries, reused and new embeddings.
+    stats = models.JSONField(default=dict, blank=True)
+    built_by_job = models.ForeignKey(
+        "retrain.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         constraints = [
@@ -172,6 +177,10 @@ class Chunk(models.Model):
         Document, on_delete=models.CASCADE, related_name="chunks", null=True, blank=True
     )
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.DOCUMENT)
+    # For an FAQ chunk: the reviewer's correction it was made from.
+    review = models.ForeignKey(
+        "feedback.Review", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     position = models.PositiveIntegerField()
     heading = models.TextField(blank=True)
     text = models.TextField()
@@ -225,6 +234,20 @@ class ModelVersion(BaseModel):
     promoted_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    # Lineage: trained on this dataset version, by this job, starting from this version.
+    dataset_version = models.ForeignKey(
+        "retrain.DatasetVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="model_versions",
+    )
+    training_job = models.ForeignKey(
+        "retrain.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
 
     class Meta:

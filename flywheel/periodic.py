@@ -30,6 +30,26 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         task="flywheel.tasks.indexing.documents_index_stale",
         crontab={"minute": "*/10"},
     ),
+    PeriodicTaskSpec(
+        name="Curate interactions whose curation task was lost",
+        task="retrain.tasks.curation.curation_sweep",
+        crontab={"minute": "5-59/10"},
+    ),
+    PeriodicTaskSpec(
+        name="Snapshot a dataset version of every project that changed",
+        task="retrain.tasks.curation.datasets_snapshot_all",
+        crontab={"minute": "30", "hour": "2"},
+    ),
+    PeriodicTaskSpec(
+        name="Retry or fail jobs whose worker died",
+        task="retrain.tasks.jobs.reap_stale_jobs",
+        crontab={"minute": "*"},
+    ),
+    PeriodicTaskSpec(
+        name="Start index refreshes and retraining that are due",
+        task="retrain.tasks.jobs.start_due_jobs",
+        crontab={"minute": "15", "hour": "*/6"},
+    ),
 )
 
 

@@ -8,6 +8,8 @@ from feedback.api import router as interactions_router
 from flywheel.api.chat import router as chat_router
 from flywheel.api.documents import router as documents_router
 from flywheel.api.errors import install_error_handlers
+from retrain.api import jobs_router
+from retrain.api import router as datasets_router
 
 api = NinjaAPI(
     title="Flywheel API",
@@ -25,3 +27,5 @@ api.add_router("/v1/", chat_router)
 api.add_router("/api/v1/", documents_router)
 api.add_router("/api/v1/", interactions_router)
 api.add_router("/api/v1/", ratings_router)
+api.add_router("/api/v1/", datasets_router)
+api.add_router("/api/v1/", jobs_router)

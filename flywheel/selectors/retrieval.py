@@ -159,6 +159,13 @@ def reciprocal_rank_fusion(
     )
 
 
+def _source_uri(chunk: Chunk) -> str:
+    """Where a passage comes from: its document, or for an approved correction `faq:<review>`."""
+    if chunk.document:
+        return chunk.document.source_uri
+    return f"faq:{chunk.review_id}" if chunk.review_id else ""
+
+
 def _chunks_by_id(ids: list[int]) -> dict[int, Chunk]:
     return {
         chunk.pk: chunk for chunk in Chunk.objects.filter(pk__in=ids).select_related("document")
@@ -251,7 +258,7 @@ def retrieve(
                 document_id=chunk.document_id,
                 kind=chunk.kind,
                 title=chunk.document.title if chunk.document else chunk.heading,
-                source_uri=chunk.document.source_uri if chunk.document else "",
+                source_uri=_source_uri(chunk),
                 heading=chunk.heading,
                 text=chunk.text,
                 score=score,

@@ -66,30 +66,47 @@ def last_user_message(messages: list[dict]) -> str:
     return ""
 
 
-def context_block(retrieval: RetrievalResult) -> str:
+def context_block(passages: list[dict]) -> str:
+    """The numbered passages, as the model reads them. `passages` are retrieval log entries
+    (rank, title, heading, text), so a logged interaction rebuilds exactly what was served."""
     parts, used = [], 0
-    for chunk in retrieval.chunks:
-        heading = f" — {chunk.heading}" if chunk.heading else ""
-        passage = f"[{chunk.rank}] {chunk.title}{heading}\n{chunk.text}"
-        if parts and used + len(passage) > CONTEXT_CHARACTER_BUDGET:
+    for passage in passages:
+        heading = f" — {passage['heading']}" if passage.get("heading") else ""
+        text = f"[{passage.get('rank') or len(parts) + 1}] {passage.get('title', '')}{heading}\n"
+        text += passage.get("text", "")
+        if parts and used + len(text) > CONTEXT_CHARACTER_BUDGET:
             break
-        parts.append(passage)
-        used += len(passage)
+        parts.append(text)
+        used += len(text)
     return "\n\n".join(parts)
 
 
 def prompt_messages_build(
-    *, project: Project, messages: list[dict], retrieval: RetrievalResult | None
+    *, project: Project, messages: list[dict], passages: list[dict] | None
 ) -> list[dict]:
-    """The app's own system messages follow ours; the retrieved context closes the system
-    message so the model reads it right before the conversation."""
-    own_system = [m["content"] for m in messages if m["role"] == "system"]
-    conversation = [m for m in messages if m["role"] != "system"]
+    """The messages the model sees: our system prompt, the app's own system messages, then
+    the retrieved context (None: retrieval was off), then the conversation.
+
+    Curation builds training examples with this same function, so training matches serving.
+    """
+    own_system = [m["content"] for m in messages if m["role"] in ("system", "developer")]
+    conversation = [m for m in messages if m["role"] not in ("system", "developer")]
     system_parts = [project.system_prompt or DEFAULT_SYSTEM_PROMPT, *own_system]
-    if retrieval is not None:
-        context = context_block(retrieval)
+    if passages is not None:
+        context = context_block(passages)
         system_parts.append(f"Context:\n{context}" if context else "Context: (nothing found)")
     return [{"role": "system", "content": "\n\n".join(system_parts)}, *conversation]
+
+
+def retrieval_log_entries(retrieval: RetrievalResult | None) -> list[dict] | None:
+    if retrieval is None:
+        return None
+    if retrieval.index_version is None:
+        return []
+    return [
+        chunk.as_log_entry(index_version_id=retrieval.index_version.pk)
+        for chunk in retrieval.chunks
+    ]
 
 
 def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
@@ -149,10 +166,7 @@ def _record(prepared: PreparedChat, generated: GeneratedText, generate_ms: float
         messages=prepared.request.messages,
         query_text=prepared.query,
         query_embedding=query_embedding,
-        retrieved=[
-            chunk.as_log_entry(index_version_id=index_version.pk)
-            for chunk in (retrieval.chunks if retrieval and index_version else [])
-        ],
+        retrieved=retrieval_log_entries(retrieval) or [],
         response=generated.text,
         model_version=prepared.model_version,
         model_name=prepared.backend.model_name,

@@ -153,3 +153,16 @@ FLYWHEEL_RATING_RATE_LIMIT = env_int("FLYWHEEL_RATING_RATE_LIMIT", 60)
 FLYWHEEL_RATING_RATE_WINDOW_SECONDS = env_int("FLYWHEEL_RATING_RATE_WINDOW_SECONDS", 60)
 # Behind a reverse proxy, the client address is the first of X-Forwarded-For.
 FLYWHEEL_TRUST_X_FORWARDED_FOR = env_bool("FLYWHEEL_TRUST_X_FORWARDED_FOR", False)
+
+# --- Jobs and training --------------------------------------------------------------------------
+# Adapters, checkpoints and other job outputs.
+FLYWHEEL_ARTIFACTS_DIR = env_path("FLYWHEEL_ARTIFACTS_DIR", VAR_DIR / "artifacts")
+# Golden sets for evaluation: JSONL files (question, answer, optional source), chosen by name.
+FLYWHEEL_GOLDEN_SETS_DIR = env_path("FLYWHEEL_GOLDEN_SETS_DIR", VAR_DIR / "golden-sets")
+# A running job whose heartbeat is older than this had its worker die.
+FLYWHEEL_JOB_HEARTBEAT_TIMEOUT_SECONDS = env_int("FLYWHEEL_JOB_HEARTBEAT_TIMEOUT_SECONDS", 120)
+# A queued job nobody started within this long lost its task; it is enqueued again.
+FLYWHEEL_JOB_QUEUED_TIMEOUT_SECONDS = env_int("FLYWHEEL_JOB_QUEUED_TIMEOUT_SECONDS", 1800)
+FLYWHEEL_JOB_MAX_ATTEMPTS = env_int("FLYWHEEL_JOB_MAX_ATTEMPTS", 3)
+# Hard ceiling for one training or evaluation run.
+FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS = env_int("FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS", 6 * 3600)

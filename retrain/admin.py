@@ -1,0 +1,53 @@
+from django.contrib import admin, messages
+
+from retrain.models import CurationPolicy, DatasetVersion, InstructionExample, Job
+from retrain.services.jobs import job_cancel
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "kind", "state", "progress", "trigger", "created_at"]
+    list_filter = ["project", "kind", "state", "trigger"]
+    actions = ["cancel"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Job._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # jobs start from the Project actions, with validated parameters
+
+    @admin.action(description="Cancel the selected jobs")
+    def cancel(self, request, queryset):
+        for job in queryset:
+            job_cancel(job=job)
+        messages.success(request, f"Asked {queryset.count()} job(s) to stop.")
+
+
+@admin.register(CurationPolicy)
+class CurationPolicyAdmin(admin.ModelAdmin):
+    list_display = ["project", "near_duplicate_threshold", "eval_fraction", "scrub_pii"]
+
+
+@admin.register(DatasetVersion)
+class DatasetVersionAdmin(admin.ModelAdmin):
+    list_display = ["project", "number", "trigger", "created_at"]
+    list_filter = ["project"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in DatasetVersion._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(InstructionExample)
+class InstructionExampleAdmin(admin.ModelAdmin):
+    list_display = ["interaction", "project", "status", "signal", "split", "cluster"]
+    list_filter = ["project", "status", "signal", "split"]
+    exclude = ["question_embedding"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in InstructionExample._meta.fields if f.name != "question_embedding"]
+
+    def has_add_permission(self, request):
+        return False

@@ -1,0 +1,28 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from flywheel.models import Project
+from retrain.selectors import interaction_ids_with_feedback
+from retrain.services import interactions_curate
+
+BATCH_SIZE = 1000
+
+
+class Command(BaseCommand):
+    help = "Curate every rated or reviewed interaction of a project (idempotent)."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--project", required=True, help="project slug")
+
+    def handle(self, *args, project: str, **options) -> None:
+        found = Project.objects.filter(slug=project).first()
+        if found is None:
+            raise CommandError(f"No project with slug {project!r}")
+        ids = interaction_ids_with_feedback(project=found)
+        totals: dict[str, int] = {}
+        for start in range(0, len(ids), BATCH_SIZE):
+            summary = interactions_curate(
+                project=found, interaction_ids=ids[start : start + BATCH_SIZE]
+            )
+            for status, count in summary.by_status.items():
+                totals[status] = totals.get(status, 0) + count
+        self.stdout.write(f"Curated {len(ids)} interactions: {totals}")

@@ -1,0 +1,23 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from flywheel.models import Project
+from flywheel.services.indexing import index_version_rollback
+from flywheel.services.model_versions import model_version_rollback
+
+
+class Command(BaseCommand):
+    help = "Put the previous production model version, or the previous index version, back."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("what", choices=["model", "index"])
+        parser.add_argument("--project", required=True, help="project slug")
+
+    def handle(self, *args, what: str, project: str, **options) -> None:
+        found = Project.objects.filter(slug=project).first()
+        if found is None:
+            raise CommandError(f"No project with slug {project!r}")
+        rollback = model_version_rollback if what == "model" else index_version_rollback
+        restored = rollback(project=found)
+        if restored is None:
+            raise CommandError(f"There is no earlier {what} version to go back to")
+        self.stdout.write(f"Restored {restored}")

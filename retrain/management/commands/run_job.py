@@ -1,0 +1,55 @@
+import json
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from flywheel.models import Project
+from retrain.models import Job
+from retrain.services.jobs import InvalidJobParameters, job_create
+
+POLL_SECONDS = 2
+
+
+class Command(BaseCommand):
+    help = (
+        "Start a job (index_refresh, lora_training, evaluation, dataset_snapshot) on the "
+        "workers, and optionally wait for it. Parameters: --param key=value (JSON values)."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("kind", choices=Job.Kind.values)
+        parser.add_argument("--project", required=True, help="project slug")
+        parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
+        parser.add_argument("--wait", action="store_true", help="follow it until it ends")
+
+    def handle(self, *args, kind: str, project: str, param: list[str], wait: bool, **options):
+        found = Project.objects.filter(slug=project).first()
+        if found is None:
+            raise CommandError(f"No project with slug {project!r}")
+        parameters = {}
+        for item in param:
+            key, separator, raw = item.partition("=")
+            if not separator:
+                raise CommandError(f"--param {item!r} is not KEY=VALUE")
+            try:
+                parameters[key] = json.loads(raw)
+            except json.JSONDecodeError:
+                parameters[key] = raw
+        try:
+            job = job_create(project=found, kind=kind, trigger=Job.Trigger.COMMAND,
+                             parameters=parameters)  # fmt: skip
+        except InvalidJobParameters as error:
+            raise CommandError(str(error)) from error
+        self.stdout.write(f"Job {job.pk} queued: {job.get_kind_display()}")
+        if not wait:
+            return
+        shown = None
+        while not job.is_finished:
+            time.sleep(POLL_SECONDS)  # a terminal follower; polling is what it does
+            job.refresh_from_db()
+            line = f"{job.state} {job.progress}% {job.progress_message}"
+            if line != shown:
+                self.stdout.write(line)
+                shown = line
+        if job.state != Job.State.SUCCEEDED:
+            raise CommandError(f"Job {job.pk} {job.state}: {job.error[-500:]}")

@@ -1,0 +1,286 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from pgvector.django import HnswIndex, VectorField
+
+from feedback.models import Interaction, Rating, Review
+from flywheel.models import EMBEDDING_DIMENSIONS, BaseModel, Project
+
+
+class CurationPolicy(BaseModel):
+    """Which feedback makes a training example, per project (admins edit it)."""
+
+    project = models.OneToOneField(
+        Project, on_delete=models.CASCADE, related_name="curation_policy"
+    )
+    include_reviewer_approved = models.BooleanField(
+        default=True, help_text="A reviewer's approval makes the model's answer an example."
+    )
+    include_thumbs_up = models.BooleanField(
+        default=True, help_text="More thumbs up than down makes the answer an example."
+    )
+    min_score = models.PositiveSmallIntegerField(
+        null=True, blank=True, default=4,
+        help_text="An average score of at least this makes the answer an example; "
+        "empty: scores alone never do.",
+    )  # fmt: skip
+    prefer_corrections = models.BooleanField(
+        default=True,
+        help_text="A correction (reviewer's or end user's) replaces the model's answer; the "
+        "model's answer then becomes the rejected side of a preference pair.",
+    )
+    exclude_thumbs_down_without_correction = models.BooleanField(default=True)
+    min_answer_chars = models.PositiveIntegerField(default=2)
+    max_answer_chars = models.PositiveIntegerField(default=4000)
+    max_question_chars = models.PositiveIntegerField(default=4000)
+    near_duplicate_threshold = models.FloatField(
+        default=0.8, help_text="Questions at least this similar (cosine) are one cluster."
+    )
+    eval_fraction = models.FloatField(
+        default=0.1, help_text="Share of clusters held out for evaluation."
+    )
+    scrub_pii = models.BooleanField(default=True)
+    scrub_person_names = models.BooleanField(default=True)
+    # Retraining (see the training jobs): how much new data justifies a new adapter.
+    min_new_examples_to_retrain = models.PositiveIntegerField(default=50)
+    # Promotion gate: a candidate replaces production automatically only if it beats it on
+    # this metric by at least this margin; otherwise it waits for an admin.
+    promotion_metric = models.CharField(
+        max_length=20,
+        choices=[("eval_loss", "Eval loss (lower is better)"), ("token_f1", "Token F1"),
+                 ("rouge_l", "ROUGE-L")],
+        default="eval_loss",
+    )  # fmt: skip
+    promotion_margin = models.FloatField(
+        default=0.01, help_text="Relative improvement needed, e.g. 0.01 = 1 %."
+    )
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(near_duplicate_threshold__gt=0, near_duplicate_threshold__lte=1),
+                name="policy_threshold_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(eval_fraction__gte=0, eval_fraction__lte=0.5),
+                name="policy_eval_fraction_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_score__isnull=True) | Q(min_score__gte=1, min_score__lte=5),
+                name="policy_min_score_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Curation policy of {self.project}"
+
+
+class InstructionExample(models.Model):
+    """What curation made of one rated or reviewed interaction. Re-curating updates it in
+    place; dataset versions freeze copies, so this row is the working state, not history."""
+
+    class Status(models.TextChoices):
+        INCLUDED = "included", "Included"
+        DUPLICATE = "duplicate", "Duplicate of a better example in its cluster"
+        EXCLUDED = "excluded", "Excluded by the policy"
+
+    class Signal(models.TextChoices):
+        REVIEWER_CORRECTION = "reviewer_correction", "Reviewer's ideal answer"
+        REVIEWER_APPROVED = "reviewer_approved", "Approved by a reviewer"
+        USER_CORRECTION = "user_correction", "End user's correction"
+        THUMBS_UP = "thumbs_up", "Thumbs up"
+        HIGH_SCORE = "high_score", "High score"
+        NEGATIVE = "negative", "Thumbs down or low score"
+        NONE = "none", "No qualifying signal"
+
+    class Split(models.TextChoices):
+        TRAIN = "train", "Train"
+        EVAL = "eval", "Eval"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    interaction = models.OneToOneField(
+        Interaction, on_delete=models.CASCADE, related_name="instruction_example"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices)
+    signal = models.CharField(max_length=30, choices=Signal.choices)
+    exclusion_reason = models.CharField(max_length=200, blank=True)
+    # Chat format: system (with the retrieved context as served), user/assistant turns, then
+    # the target assistant answer last.
+    messages = models.JSONField()
+    # The answer the target replaced (the model's), for preference pairs; "" when none.
+    rejected_answer = models.TextField(blank=True)
+    # Provenance.
+    rating = models.ForeignKey(Rating, null=True, blank=True, on_delete=models.SET_NULL)
+    review = models.ForeignKey(Review, null=True, blank=True, on_delete=models.SET_NULL)
+    # sha256 of the normalised question turns and target: exact duplicates share it.
+    content_hash = models.CharField(max_length=64, db_index=True)
+    question_embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    # The founding example's id of the near-duplicate cluster; never changes once set.
+    cluster = models.BigIntegerField(db_index=True)
+    split = models.CharField(max_length=10, choices=Split.choices)
+    # Higher is better; decides the cluster's representative.
+    quality = models.SmallIntegerField()
+    curated_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            HnswIndex(
+                name="example_question_hnsw",
+                fields=["question_embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["vector_cosine_ops"],
+            ),
+            models.Index(fields=["project", "status"], name="example_project_status"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.signal} example of {self.interaction_id}"
+
+
+class DatasetVersion(models.Model):
+    """An immutable snapshot of a project's curated examples, identified by content hash."""
+
+    class Trigger(models.TextChoices):
+        DASHBOARD = "dashboard", "Dashboard"
+        API = "api", "API"
+        COMMAND = "command", "Management command"
+        SCHEDULE = "schedule", "Schedule"
+        JOB = "job", "Job"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="dataset_versions")
+    number = models.PositiveIntegerField()
+    content_hash = models.CharField(max_length=64)
+    policy = models.JSONField(help_text="The curation policy as it was.")
+    counts = models.JSONField()
+    stats = models.JSONField()
+    diff = models.JSONField(help_text="Against the previous version.")
+    previous = models.ForeignKey("self", null=True, blank=True, on_delete=models.PROTECT)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="dataset_unique_number"),
+            models.UniqueConstraint(
+                fields=["project", "content_hash"], name="dataset_unique_content"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project.slug} dataset v{self.number}"
+
+
+class DatasetRecord(models.Model):
+    """One frozen row of a dataset version: an SFT example or a preference pair."""
+
+    class Kind(models.TextChoices):
+        SFT = "sft", "Instruction example"
+        PREFERENCE = "preference", "Preference pair"
+
+    dataset_version = models.ForeignKey(
+        DatasetVersion, on_delete=models.CASCADE, related_name="records"
+    )
+    example = models.ForeignKey(
+        InstructionExample, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    split = models.CharField(max_length=10, choices=InstructionExample.Split.choices)
+    # The prompt messages (system + conversation), without the answer.
+    prompt = models.JSONField()
+    chosen = models.TextField()
+    rejected = models.TextField(blank=True)
+    signal = models.CharField(max_length=30)
+    content_hash = models.CharField(max_length=64)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["dataset_version", "kind", "split"], name="record_version_kind")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.split} record of {self.dataset_version}"
+
+
+class Job(models.Model):
+    """Every long task: its state, progress, parameters, results and who started it.
+
+    The worker running a job beats a heartbeat; a running job whose heartbeat goes stale had
+    its worker die, and the reaper retries it (training resumes from its checkpoint) or
+    fails it — a job is never left "running" forever.
+    """
+
+    class Kind(models.TextChoices):
+        INDEX_REFRESH = "index_refresh", "Index refresh"
+        LORA_TRAINING = "lora_training", "LoRA training"
+        EVALUATION = "evaluation", "Evaluation"
+        DATASET_SNAPSHOT = "dataset_snapshot", "Dataset snapshot"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    FINISHED_STATES = (State.SUCCEEDED, State.FAILED, State.CANCELLED)
+
+    class Trigger(models.TextChoices):
+        DASHBOARD = "dashboard", "Dashboard"
+        ADMIN = "admin", "Django admin"
+        API = "api", "API"
+        COMMAND = "command", "Management command"
+        SCHEDULE = "schedule", "Schedule"
+        JOB = "job", "Another job"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=30, choices=Kind.choices)
+    state = models.CharField(max_length=20, choices=State.choices, default=State.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0)
+    progress_message = models.CharField(max_length=300, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    log_tail = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    trigger = models.CharField(max_length=20, choices=Trigger.choices)
+    triggered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
+    )
+    cancel_requested = models.BooleanField(default=False)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    # What the job produced.
+    dataset_version = models.ForeignKey(
+        DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    model_version = models.ForeignKey(
+        "flywheel.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+    index_version = models.ForeignKey(
+        "flywheel.IndexVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )  # fmt: skip
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "-created_at"], name="job_project_recent")]
+        constraints = [
+            models.CheckConstraint(condition=Q(progress__lte=100), name="job_progress_max_100")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} #{self.pk} ({self.state})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in self.FINISHED_STATES

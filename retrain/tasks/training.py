@@ -1,0 +1,28 @@
+"""The training queue: one job at a time (its worker has concurrency 1).
+
+acks_late: should the worker die, Redis hands the task out again; `job_run` ignores a
+delivery for a job that is not queued, so a duplicate does nothing.
+"""
+
+from celery import shared_task
+from django.conf import settings
+
+from retrain.jobs import evaluation, training
+from retrain.services.jobs import job_run
+
+LONG_JOB = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "soft_time_limit": settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS,
+    "time_limit": settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS + 300,
+}
+
+
+@shared_task(**LONG_JOB)
+def run_lora_training(job_id: int) -> str | None:
+    return job_run(job_id=job_id, handler=training.run)
+
+
+@shared_task(**LONG_JOB)
+def run_evaluation(job_id: int) -> str | None:
+    return job_run(job_id=job_id, handler=evaluation.run)
