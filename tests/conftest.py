@@ -57,6 +57,10 @@ class CeleryWorkerProcess:
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "flywheel.settings.test",
             "DATABASE_URL": database_url,
+            "REDIS_URL": settings.REDIS_URL,
+            "FLYWHEEL_TEST_REDIS_URL": settings.REDIS_URL,
+            "FLYWHEEL_ARTIFACTS_DIR": str(settings.FLYWHEEL_ARTIFACTS_DIR),
+            "FLYWHEEL_GOLDEN_SETS_DIR": str(settings.FLYWHEEL_GOLDEN_SETS_DIR),
         }
         command = [
             sys.executable, "-m", "celery", "-A", "flywheel", "worker",

@@ -121,7 +121,9 @@ def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
             project=project, query=query, options=request.retrieval, write_text=backend.write
         )
         timings.update(retrieval.timings_ms)
-    prompt = prompt_messages_build(project=project, messages=request.messages, retrieval=retrieval)
+    prompt = prompt_messages_build(
+        project=project, messages=request.messages, passages=retrieval_log_entries(retrieval)
+    )
     return PreparedChat(
         project=project,
         request=request,

@@ -5,7 +5,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flywheel.settings.development import *  # noqa: F403
 from flywheel.settings.development import REDIS_URL
-from flywheel.settings.environment import env_str
+from flywheel.settings.environment import env_path, env_str
 
 
 def _redis_url_with_database(url: str, database: int) -> str:
@@ -31,3 +31,7 @@ DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 DATABASES["default"]["TEST"] = {  # noqa: F405
     "NAME": env_str("FLYWHEEL_TEST_DATABASE_NAME", "test_flywheel")
 }
+
+# Job outputs of the suite stay apart from a local installation's.
+FLYWHEEL_ARTIFACTS_DIR = env_path("FLYWHEEL_ARTIFACTS_DIR", VAR_DIR / "test-artifacts")  # noqa: F405
+FLYWHEEL_GOLDEN_SETS_DIR = env_path("FLYWHEEL_GOLDEN_SETS_DIR", VAR_DIR / "test-golden-sets")  # noqa: F405

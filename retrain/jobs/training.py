@@ -64,6 +64,8 @@ def run(job: Job, context) -> None:
     loss_curve: list[dict] = list(job.metrics.get("loss_curve", []))
 
     def on_step(step: int, total: int, loss: float) -> None:
+        # After a resume the steps since the last checkpoint come again: keep the new ones.
+        loss_curve[:] = [point for point in loss_curve if point["step"] < step]
         loss_curve.append({"step": step, "loss": round(loss, 5)})
         context.record_metrics(loss_curve=loss_curve, steps_total=total)
         context.progress(95 * step / total, f"Step {step} of {total}, loss {loss:.4f}")

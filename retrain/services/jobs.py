@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -182,7 +182,6 @@ def job_run(*, job_id: int, handler: Callable[[Job, JobContext], None]) -> str |
     finally:
         heartbeat.stopped.set()
         heartbeat.join()
-        close_old_connections()
     updates = {"state": final_state, "finished_at": timezone.now(), "error": error}
     if final_state == State.SUCCEEDED:
         updates["progress"] = 100
