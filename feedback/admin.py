@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from feedback.models import Interaction
+from feedback.models import Interaction, ProjectMembership, Rating, RatingSubmission, Review
 
 
 @admin.register(Interaction)
@@ -12,7 +12,54 @@ class InteractionAdmin(admin.ModelAdmin):
     exclude = ["query_embedding"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in Interaction._meta.fields if field.name != "query_embedding"]
+        return [
+            field.name
+            for field in Interaction._meta.fields
+            if field.name not in {"query_embedding", "search_vector"}
+        ]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ProjectMembership)
+class ProjectMembershipAdmin(admin.ModelAdmin):
+    """Who may use a project's dashboard, and as what."""
+
+    list_display = ["user", "project", "role", "created_at"]
+    list_filter = ["project", "role"]
+    search_fields = ["user__username", "user__email"]
+    autocomplete_fields = ["user"]
+
+
+class RatingSubmissionInline(admin.TabularInline):
+    model = RatingSubmission
+    extra = 0
+    can_delete = False
+    readonly_fields = ["thumb", "score", "comment", "correction", "tags", "source", "created_at"]
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Rating)
+class RatingAdmin(admin.ModelAdmin):
+    list_display = ["interaction", "rater_id", "thumb", "score", "source", "updated_at"]
+    list_filter = ["source", "thumb"]
+    search_fields = ["rater_id", "comment", "correction"]
+    readonly_fields = ["interaction", "rater_id", "thumb", "score", "comment", "correction",
+                       "tags", "source", "created_at", "updated_at"]  # fmt: skip
+    inlines = [RatingSubmissionInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(Review)
+class ReviewAdmin(admin.ModelAdmin):
+    list_display = ["interaction", "reviewer", "decision", "created_at"]
+    list_filter = ["decision"]
+    readonly_fields = ["interaction", "reviewer", "decision", "ideal_answer", "note", "created_at"]
 
     def has_add_permission(self, request):
         return False
