@@ -40,7 +40,6 @@ class CurationPolicy(BaseModel):
         default=0.1, help_text="Share of clusters held out for evaluation."
     )
     scrub_pii = models.BooleanField(default=True)
-    scrub_person_names = models.BooleanField(default=True)
     # Retraining (see the training jobs): how much new data justifies a new adapter.
     min_new_examples_to_retrain = models.PositiveIntegerField(default=50)
     # Promotion gate: a candidate replaces production automatically only if it beats it on

@@ -29,8 +29,8 @@ def interaction_ids_with_feedback(*, project: Project) -> list:
 
 
 def _has_feedback() -> Q:
-    return Q(Exists(Rating.objects.filter(interaction=OuterRef("pk")))) | Q(
-        Exists(Review.objects.filter(interaction=OuterRef("pk")))
+    return Exists(Rating.objects.filter(interaction=OuterRef("pk"))) | Exists(
+        Review.objects.filter(interaction=OuterRef("pk"))
     )
 
 
@@ -135,7 +135,6 @@ class RecordSample:
     chosen: str
     rejected: str
     signal: str
-    split: str
     interaction_id: uuid.UUID | None  # None once the example behind it is gone
 
     @property
@@ -154,11 +153,10 @@ def _record_samples(records: QuerySet[DatasetRecord]) -> list[RecordSample]:
             chosen=row["chosen"],
             rejected=row["rejected"],
             signal=row["signal"],
-            split=row["split"],
             interaction_id=row["example__interaction_id"],
         )
         for row in records.values(
-            "prompt", "chosen", "rejected", "signal", "split", "example__interaction_id"
+            "prompt", "chosen", "rejected", "signal", "example__interaction_id"
         )
     ]
 
@@ -187,28 +185,13 @@ def dataset_samples(*, version: DatasetVersion) -> DatasetSamples:
     )
 
 
+DIFF_EXAMPLES_SHOWN = 20
+
+
 @dataclass(frozen=True)
 class DiffExample:
-    question: str | None  # None when the example was gone before the diff was taken
-    interaction_id: uuid.UUID | None  # None once the example is gone
-
-
-def _diff_examples(records: QuerySet[DatasetRecord], example_ids: list) -> list[DiffExample]:
-    found = {
-        row["example_id"]: row
-        for row in records.filter(
-            kind=DatasetRecord.Kind.SFT, example_id__in=[pk for pk in example_ids if pk]
-        ).values("example_id", "prompt", "example__interaction_id")
-    }
-    return [
-        DiffExample(
-            question=_last_user_message(found[pk]["prompt"]),
-            interaction_id=found[pk]["example__interaction_id"],
-        )
-        if pk in found
-        else DiffExample(question=None, interaction_id=None)
-        for pk in example_ids
-    ]
+    question: str
+    interaction_id: uuid.UUID | None  # None once the example behind it is gone
 
 
 @dataclass(frozen=True)
@@ -217,12 +200,25 @@ class DatasetDiffExamples:
     removed: list[DiffExample]
 
 
+def _records_missing_from(
+    records: QuerySet[DatasetRecord], other: QuerySet[DatasetRecord]
+) -> list[DiffExample]:
+    absent_from_other = ~Exists(other.filter(content_hash=OuterRef("content_hash")))
+    missing = records.filter(absent_from_other).order_by("pk")[:DIFF_EXAMPLES_SHOWN]
+    return [
+        DiffExample(question=_last_user_message(prompt), interaction_id=interaction_id)
+        for prompt, interaction_id in missing.values_list("prompt", "example__interaction_id")
+    ]
+
+
 def dataset_diff_examples(*, version: DatasetVersion) -> DatasetDiffExamples:
-    """The examples the version's diff samples, read from the records that froze them: the
-    added ones from this version, the removed ones from the previous version."""
-    previous = version.previous
-    removed_from = previous.records.all() if previous else DatasetRecord.objects.none()
+    """The first instruction examples the version added and removed against the previous
+    one. Read from the frozen records, compared by content hash as the snapshot's diff was,
+    so an example deleted since still shows its question."""
+    sft = DatasetRecord.objects.filter(kind=DatasetRecord.Kind.SFT)
+    current = sft.filter(dataset_version=version)
+    previous = sft.filter(dataset_version_id=version.previous_id)
     return DatasetDiffExamples(
-        added=_diff_examples(version.records.all(), version.diff.get("added_examples", [])),
-        removed=_diff_examples(removed_from, version.diff.get("removed_examples", [])),
+        added=_records_missing_from(current, previous),
+        removed=_records_missing_from(previous, current),
     )

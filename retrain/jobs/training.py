@@ -9,7 +9,7 @@ from django.conf import settings
 from flywheel.ml.bundled import base_model_path
 from flywheel.models import ModelVersion
 from flywheel.services.model_versions import model_version_production_ensure
-from retrain.jobs.parameters import take_bool, take_int
+from retrain.jobs.parameters import take_bool, take_golden_set, take_int
 from retrain.models import DatasetRecord, DatasetVersion, Job
 from retrain.services.datasets import dataset_snapshot
 from retrain.services.jobs import InvalidJobParameters, JobCancelled, job_create
@@ -18,15 +18,21 @@ from retrain.services.jobs import InvalidJobParameters, JobCancelled, job_create
 def validate_parameters(values: dict) -> dict:
     from retrain.training import TrainingParameters
 
-    dataset_version = take_int(values, "dataset_version", None)
-    evaluate = take_bool(values, "evaluate", True)
-    auto_promote = take_bool(values, "auto_promote", True)
+    job_options = {
+        "dataset_version": take_int(values, "dataset_version", None),
+        "evaluate": take_bool(values, "evaluate", True),
+        "auto_promote": take_bool(values, "auto_promote", True),
+        # Handed on to the evaluation this run queues.
+        "golden_set": take_golden_set(values),
+    }
     try:
         training = TrainingParameters.from_dict(values)
     except ValueError as error:
         raise InvalidJobParameters(str(error)) from error
-    return {"dataset_version": dataset_version, "evaluate": evaluate,
-            "auto_promote": auto_promote, **training.as_dict()}  # fmt: skip
+    return {**job_options, **training.as_dict()}
+
+
+JOB_OPTIONS = {"dataset_version", "evaluate", "auto_promote", "golden_set"}
 
 
 def job_output_dir(job: Job) -> Path:
@@ -57,9 +63,8 @@ def run(job: Job, context) -> None:
     if not records:
         raise InvalidJobParameters(f"dataset v{dataset.number} has no training examples")
     parameters = TrainingParameters.from_dict(
-        {k: v for k, v in job.parameters.items()
-         if k not in {"dataset_version", "evaluate", "auto_promote"}}
-    )  # fmt: skip
+        {k: v for k, v in job.parameters.items() if k not in JOB_OPTIONS}
+    )
     output_dir = job_output_dir(job)
     loss_curve: list[dict] = list(job.metrics.get("loss_curve", []))
 
@@ -113,6 +118,7 @@ def run(job: Job, context) -> None:
             project=job.project, kind=Job.Kind.EVALUATION, trigger=Job.Trigger.JOB,
             triggered_by=job.triggered_by, parent=job,
             parameters={"model_version": candidate.pk,
-                        "auto_promote": job.parameters.get("auto_promote", True)},
+                        "auto_promote": job.parameters.get("auto_promote", True),
+                        "golden_set": job.parameters.get("golden_set")},
         )  # fmt: skip
         context.log(f"Evaluation queued as job {evaluation.pk}")

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.views.decorators.http import require_POST, require_safe
 
-from feedback.models import Interaction
+from feedback.models import Interaction, Thumb
 from feedback.views.access import project_view
 from retrain.models import DatasetVersion
 from retrain.selectors import (
@@ -25,7 +25,7 @@ from retrain.selectors import (
 )
 from retrain.services import dataset_export_lines, dataset_snapshot
 from retrain.services.datasets import EXPORT_FORMATS, SPLITS
-from retrain.views.policy import CurationPolicyForm
+from retrain.views.policy import POLICY_SECTIONS, CurationPolicyForm
 
 VERSIONS_PER_PAGE = 50
 EXPORT_DESCRIPTIONS = {
@@ -138,11 +138,19 @@ def _labelled_counts(counts: dict, labels: dict) -> list[tuple[str, int]]:
     )
 
 
-def _policy_rows(policy: dict) -> list[tuple[str, object]]:
-    """The frozen policy with the labels of the policy page; a setting the page no longer
-    has keeps its stored name."""
+def _policy_sections(policy: dict) -> list[tuple[str, list[tuple[str, object]]]]:
+    """The frozen policy laid out as the policy page lays it out. Stored as jsonb, it keeps
+    no order of its own; a setting the page does not have (added or dropped since) goes
+    under "Other settings" with its stored name."""
     labels = {name: field.label for name, field in CurationPolicyForm.base_fields.items()}
-    return [(labels.get(name, name), value) for name, value in policy.items()]
+    sections = [
+        (section.title, [(labels[name], policy[name]) for name in section.field_names
+                         if name in policy])
+        for section in POLICY_SECTIONS
+    ]  # fmt: skip
+    others = sorted(set(policy) - set(labels))
+    sections.append(("Other settings", [(name, policy[name]) for name in others]))
+    return [(title, rows) for title, rows in sections if rows]
 
 
 @dataclass(frozen=True)
@@ -193,7 +201,10 @@ def dataset_detail(request, project, number: int):
             "preference_pairs": _preference_pairs(version),
             "signals": _labelled_counts(stats.get("signals", {}), RECORD_SIGNAL_LABELS),
             "sources": _labelled_counts(stats.get("sources", {}), dict(Interaction.Source.choices)),
-            "policy_rows": _policy_rows(version.policy),
+            "thumbs": _labelled_counts(
+                stats.get("ratings", {}).get("thumbs", {}), dict(Thumb.choices)
+            ),
+            "policy_sections": _policy_sections(version.policy),
             "diff_examples": dataset_diff_examples(version=version),
             "samples": dataset_samples(version=version),
             "downloads": _downloads(project, version),

@@ -11,7 +11,6 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from feedback.views.access import project_view
 from retrain.models import CurationPolicy
-from retrain.pii import DETECTED_KINDS
 from retrain.selectors import (
     examples_curated_before_count,
     interaction_ids_least_recently_curated,
@@ -23,10 +22,6 @@ from retrain.services import curation_policy_get, interactions_curate
 # long an admin waits; pressing again continues with the next slice.
 RECURATE_INLINE_LIMIT = 2000
 RECURATE_BATCH_SIZE = 1000
-
-
-def person_names_detectable() -> bool:
-    return "PERSON" in DETECTED_KINDS
 
 
 @dataclass(frozen=True)
@@ -64,7 +59,7 @@ POLICY_SECTIONS = (
         "Privacy",
         "Scrubbing applies to questions, answers and corrections before they are stored as "
         "examples; the system prompt and the retrieved context are left as served.",
-        ("scrub_pii", "scrub_person_names"),
+        ("scrub_pii",),
     ),
     PolicySection(
         "Retraining and promotion",
@@ -119,7 +114,6 @@ class CurationPolicyForm(forms.ModelForm):
             "max_answer_chars": "Maximum answer length (characters)",
             "max_question_chars": "Maximum question length (characters)",
             "scrub_pii": "Scrub PII",
-            "scrub_person_names": "Scrub person names",
             "min_new_examples_to_retrain": "Minimum new examples to retrain",
             "promotion_metric": "Promotion metric",
         }
@@ -132,19 +126,10 @@ class CurationPolicyForm(forms.ModelForm):
             "max_question_chars": "Longer questions are excluded.",
             "scrub_pii": "Replace e-mail addresses, phone numbers, card numbers, IBANs, IP "
             "addresses and secrets with placeholders such as <EMAIL>.",
-            "scrub_person_names": "Replace people's names with <PERSON>.",
             "min_new_examples_to_retrain": "How many new examples justify training a new adapter.",
             "promotion_metric": "What a candidate and the production model are compared on, "
             "over the held-out eval split.",
         }
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if not person_names_detectable():
-            self.fields["scrub_person_names"].help_text = (
-                "Not available yet: no name detector is accurate enough (see retrain/pii.py), "
-                "and curation refuses to run while this is on."
-            )
 
     def sections(self) -> list[tuple[PolicySection, list[forms.BoundField]]]:
         return [
@@ -156,15 +141,6 @@ class CurationPolicyForm(forms.ModelForm):
         if threshold <= 0:
             raise ValidationError("Must be above 0: at 0 every question would be one cluster.")
         return threshold
-
-    def clean_scrub_person_names(self) -> bool:
-        scrub_names = self.cleaned_data["scrub_person_names"]
-        if scrub_names and not person_names_detectable():
-            raise ValidationError(
-                "Person names cannot be detected yet, so curation could not honour this; "
-                "turn it off."
-            )
-        return scrub_names
 
     def clean(self):
         cleaned = super().clean()
@@ -188,13 +164,7 @@ def _policy_context(request, project, form: CurationPolicyForm) -> dict:
             project=project, moment=form.instance.updated_at
         ),
         "recurate_inline_limit": RECURATE_INLINE_LIMIT,
-        "names_block_curation": _names_block_curation(form.instance),
     }
-
-
-def _names_block_curation(policy: CurationPolicy) -> bool:
-    """Curation raises rather than store names it cannot scrub, so such a policy stops it."""
-    return policy.scrub_person_names and not person_names_detectable()
 
 
 @project_view("admin")
@@ -221,13 +191,6 @@ def policy(request, project):
 def policy_recurate(request, project):
     """Curate the project's feedback again under the current policy, at most
     RECURATE_INLINE_LIMIT interactions per press, those curated longest ago first."""
-    if _names_block_curation(curation_policy_get(project=project)):
-        messages.error(
-            request,
-            "Nothing was re-curated: the policy asks to scrub person names, which cannot be "
-            "detected yet. Turn “Scrub person names” off and save the policy first.",
-        )
-        return redirect("dashboard:policy", project_slug=project.slug)
     interaction_ids = interaction_ids_least_recently_curated(
         project=project, limit=RECURATE_INLINE_LIMIT
     )
