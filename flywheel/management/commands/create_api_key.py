@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from flywheel.models import ApiKey, Project
+from flywheel.management.projects import project_for_command
+from flywheel.models import ApiKey
 from flywheel.services import api_key_create
 
 
@@ -19,9 +20,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, project: str, kind: str, name: str, origin: list[str], **options):
-        found = Project.objects.filter(slug=project).first()
-        if found is None:
-            raise CommandError(f"No project with slug {project!r}")
+        found = project_for_command(project)
         if kind == ApiKey.Kind.PUBLIC and not origin:
             raise CommandError("A public key needs at least one --origin")
         created = api_key_create(project=found, kind=kind, name=name, allowed_origins=origin)

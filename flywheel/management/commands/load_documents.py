@@ -2,7 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from flywheel.models import Project
+from flywheel.management.projects import project_for_command
 from flywheel.services import document_index, documents_load_folder
 
 
@@ -17,9 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True, help="project slug")
 
     def handle(self, *args, folder: Path, project: str, **options) -> None:
-        found = Project.objects.filter(slug=project).first()
-        if found is None:
-            raise CommandError(f"No project with slug {project!r}")
+        found = project_for_command(project)
         if not folder.is_dir():
             raise CommandError(f"{folder} is not a folder")
         counts: dict[str, int] = {}

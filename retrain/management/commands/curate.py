@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from flywheel.models import Project
+from flywheel.management.projects import project_for_command
 from retrain.selectors import interaction_ids_with_feedback
 from retrain.services import interactions_curate
 
@@ -14,9 +14,7 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True, help="project slug")
 
     def handle(self, *args, project: str, **options) -> None:
-        found = Project.objects.filter(slug=project).first()
-        if found is None:
-            raise CommandError(f"No project with slug {project!r}")
+        found = project_for_command(project)
         ids = interaction_ids_with_feedback(project=found)
         totals: dict[str, int] = {}
         for start in range(0, len(ids), BATCH_SIZE):

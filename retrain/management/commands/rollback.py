@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from flywheel.models import Project
+from flywheel.management.projects import project_for_command
 from flywheel.services.indexing import index_version_rollback
 from flywheel.services.model_versions import model_version_rollback
 
@@ -13,9 +13,7 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True, help="project slug")
 
     def handle(self, *args, what: str, project: str, **options) -> None:
-        found = Project.objects.filter(slug=project).first()
-        if found is None:
-            raise CommandError(f"No project with slug {project!r}")
+        found = project_for_command(project)
         rollback = model_version_rollback if what == "model" else index_version_rollback
         restored = rollback(project=found)
         if restored is None:

@@ -3,7 +3,7 @@ import time
 
 from django.core.management.base import BaseCommand, CommandError
 
-from flywheel.models import Project
+from flywheel.management.projects import project_for_command
 from retrain.models import Job
 from retrain.services.jobs import InvalidJobParameters, job_create
 
@@ -23,9 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--wait", action="store_true", help="follow it until it ends")
 
     def handle(self, *args, kind: str, project: str, param: list[str], wait: bool, **options):
-        found = Project.objects.filter(slug=project).first()
-        if found is None:
-            raise CommandError(f"No project with slug {project!r}")
+        found = project_for_command(project)
         parameters = {}
         for item in param:
             key, separator, raw = item.partition("=")

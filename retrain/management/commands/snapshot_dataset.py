@@ -1,6 +1,6 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 
-from flywheel.models import Project
+from flywheel.management.projects import project_for_command
 from retrain.models import DatasetVersion
 from retrain.services import dataset_snapshot
 
@@ -12,9 +12,7 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True, help="project slug")
 
     def handle(self, *args, project: str, **options) -> None:
-        found = Project.objects.filter(slug=project).first()
-        if found is None:
-            raise CommandError(f"No project with slug {project!r}")
+        found = project_for_command(project)
         version, created = dataset_snapshot(project=found, trigger=DatasetVersion.Trigger.COMMAND)
         state = "created" if created else "unchanged, existing"
         self.stdout.write(f"Dataset v{version.number} {state}: {version.counts}")
