@@ -195,3 +195,25 @@ def user_with_role(project, role: str, username: str | None = None):
     user = get_user_model().objects.create_user(username=username, password=f"pw-{username}")
     ProjectMembership.objects.create(user=user, project=project, role=role)
     return user
+
+
+@pytest.fixture
+def signed_in_page(page, live_server, transactional_db, project):
+    """The page, signed in as a viewer of `project` through the sign-in form; console errors
+    and uncaught exceptions land in page.problems."""
+    user = user_with_role(project, "viewer")
+    page.problems = []
+    page.on(
+        "console",
+        lambda message: (
+            message.type == "error"
+            and page.problems.append(f"{message.text} ({message.location['url']})")
+        ),
+    )
+    page.on("pageerror", lambda error: page.problems.append(str(error)))
+    page.goto(f"{live_server.url}/accounts/login/")
+    page.fill("#id_username", user.username)
+    page.fill("#id_password", f"pw-{user.username}")
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_server.url}/dashboard/{project.slug}/")
+    return page

@@ -58,8 +58,11 @@ def test_the_sweep_curates_what_was_missed(project, celery_worker):
 def two_workers(django_db_setup, tmp_path):
     database_url = database_url_from_config(connection.settings_dict)
     workers = [
-        CeleryWorkerProcess(database_url=database_url, log_path=tmp_path / f"worker{n}.log",
-                            queues=[Queue.CURATION.value])  # fmt: skip
+        CeleryWorkerProcess(
+            database_url=database_url,
+            log_path=tmp_path / f"worker{n}.log",
+            queues=[Queue.CURATION.value],
+        )
         for n in range(2)
     ]
     try:

@@ -5,7 +5,6 @@ import pytest
 
 from feedback.models import Interaction
 from feedback.services import interactions_log_batch, rating_submit
-from tests.conftest import user_with_role
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 
@@ -20,28 +19,6 @@ def hostile_interaction(transactional_db, project):
     rating_submit(interaction=interaction, rater_id="rater-1", source="api", thumb="down",
                   comment=XSS, correction=XSS)  # fmt: skip
     return interaction
-
-
-@pytest.fixture
-def signed_in_page(page, live_server, transactional_db, project):
-    """The page, signed in as a viewer of `project` through the sign-in form; it records
-    console errors and uncaught exceptions in page.problems."""
-    user = user_with_role(project, "viewer")
-    page.problems = []
-
-    def record_console_error(message):
-        # The browser asks for /favicon.ico on its own; the site has none.
-        if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
-            page.problems.append(f"{message.text} ({message.location['url']})")
-
-    page.on("console", record_console_error)
-    page.on("pageerror", lambda error: page.problems.append(str(error)))
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", f"pw-{user.username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/dashboard/{project.slug}/")
-    return page
 
 
 def test_hostile_text_is_shown_literally_on_the_list_and_the_detail(

@@ -1,37 +1,13 @@
 """A job's page in a real browser: its progress and loss chart follow the Job row without a
 reload, the polling stops once the job is finished, and hostile text never runs."""
 
-import pytest
 from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
 
 from retrain.models import Job
-from tests.conftest import user_with_role
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
-
-
-@pytest.fixture
-def signed_in_page(page, live_server, transactional_db, project):
-    """The page, signed in as a viewer of `project`; console errors and uncaught exceptions
-    land in page.problems."""
-    user = user_with_role(project, "viewer")
-    page.problems = []
-
-    def record_console_error(message):
-        # The browser asks for /favicon.ico on its own; the site has none.
-        if message.type == "error" and not message.location["url"].endswith("/favicon.ico"):
-            page.problems.append(f"{message.text} ({message.location['url']})")
-
-    page.on("console", record_console_error)
-    page.on("pageerror", lambda error: page.problems.append(str(error)))
-    page.goto(f"{live_server.url}/accounts/login/")
-    page.fill("#id_username", user.username)
-    page.fill("#id_password", f"pw-{user.username}")
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server.url}/dashboard/{project.slug}/")
-    return page
 
 
 def _detail_url(live_server, job: Job) -> str:
