@@ -101,11 +101,12 @@ def test_a_trained_candidate_that_beats_production_is_promoted_and_served_then_r
     started = client.post(
         "/api/v1/jobs", content_type="application/json", **bearer(key),
         data=json.dumps({"kind": "lora_training", "parameters": {
-            **SMALL_TRAINING, "max_steps": 12, "golden_set": _golden_set()}}),
+            **SMALL_TRAINING, "max_steps": 12, "golden_set": _golden_set(),
+            "evaluation_max_new_tokens": 8}}),
     )  # fmt: skip
     assert started.status_code == 202, started.content
     training = wait_for(lambda: _finished(started.json()["id"]),
-                        what="training finishing", deadline_seconds=300)  # fmt: skip
+                        what="training finishing", deadline_seconds=900)  # fmt: skip
     assert training.state == "succeeded", training.error
     assert [p["step"] for p in training.metrics["loss_curve"]] == list(range(1, 13))
     candidate = training.model_version
@@ -115,7 +116,7 @@ def test_a_trained_candidate_that_beats_production_is_promoted_and_served_then_r
 
     evaluation_job = wait_for(
         lambda: _finished(Job.objects.get(parent=training, kind="evaluation").pk),
-        what="the evaluation finishing", deadline_seconds=300,
+        what="the evaluation finishing", deadline_seconds=900,
     )  # fmt: skip
     assert evaluation_job.state == "succeeded", evaluation_job.error
     scores = evaluation_job.metrics["suites"]["golden_set"]
@@ -163,22 +164,22 @@ def test_a_killed_training_worker_is_replaced_and_the_job_resumes_from_its_check
     tmp_path, settings
 ):
     project = _project_with_corrections()
-    parameters = {**SMALL_TRAINING, "max_steps": 16, "checkpoint_every_steps": 4,
-                  "evaluate": False}  # fmt: skip
-    job = job_create(project=project, kind="lora_training", trigger="api", parameters=parameters)
     database_url = database_url_from_config(connection.settings_dict)
 
     def start_worker(name):
-        worker = CeleryWorkerProcess(database_url=database_url, log_path=tmp_path / name,
-                                     queues=[Queue.TRAINING.value])  # fmt: skip
-        wait_for(worker.answers_ping, what=f"{name} starting", deadline_seconds=90)
-        return worker
+        return CeleryWorkerProcess(database_url=database_url, log_path=tmp_path / name,
+                                   queues=[Queue.TRAINING.value])  # fmt: skip
 
     first = start_worker("first.log")
+    # A solo worker busy with a task cannot answer pings: check it is up before queueing.
+    wait_for(first.answers_ping, what="the first worker starting", deadline_seconds=90)
+    parameters = {**SMALL_TRAINING, "max_steps": 12, "checkpoint_every_steps": 3,
+                  "evaluate": False}  # fmt: skip
+    job = job_create(project=project, kind="lora_training", trigger="api", parameters=parameters)
     try:
         wait_for(
-            lambda: len(Job.objects.get(pk=job.pk).metrics.get("loss_curve", [])) >= 6,
-            what="six training steps", deadline_seconds=240,
+            lambda: len(Job.objects.get(pk=job.pk).metrics.get("loss_curve", [])) >= 4,
+            what="four training steps", deadline_seconds=600,
         )  # fmt: skip
         os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait()
@@ -188,16 +189,17 @@ def test_a_killed_training_worker_is_replaced_and_the_job_resumes_from_its_check
     wait_for(lambda: job.pk in jobs_reap_stale()["retried"],
              what="the reaper noticing the dead worker", deadline_seconds=60)  # fmt: skip
 
-    second = start_worker("second.log")
+    second = start_worker("second.log")  # takes the re-queued job as soon as it is up
     try:
         finished = wait_for(lambda: _finished(job.pk), what="the resumed run finishing",
-                            deadline_seconds=300)  # fmt: skip
+                            deadline_seconds=900)  # fmt: skip
     finally:
         second.stop()
     assert finished.state == "succeeded", finished.error
     assert finished.attempts == 2
-    assert finished.metrics["resumed_from_step"] in (4, 8)
-    assert [p["step"] for p in finished.metrics["loss_curve"]] == list(range(1, 17))
+    resumed_from = finished.metrics["resumed_from_step"]
+    assert resumed_from >= 3 and resumed_from % 3 == 0, "from a checkpoint, not from scratch"
+    assert [p["step"] for p in finished.metrics["loss_curve"]] == list(range(1, 13))
     assert finished.model_version.status == "candidate"
 
 
@@ -208,7 +210,7 @@ def test_cancelling_a_training_job_stops_it_and_removes_its_files(client, traini
     parameters = {**SMALL_TRAINING, "max_steps": 200, "evaluate": False}
     job = job_create(project=project, kind="lora_training", trigger="api", parameters=parameters)
     wait_for(lambda: Job.objects.get(pk=job.pk).metrics.get("loss_curve"),
-             what="training under way", deadline_seconds=240)  # fmt: skip
+             what="training under way", deadline_seconds=600)  # fmt: skip
 
     cancelled = client.post(f"/api/v1/jobs/{job.pk}/cancel", **bearer(key))
     assert cancelled.json()["cancel_requested"] is True

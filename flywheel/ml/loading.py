@@ -186,7 +186,7 @@ class Generator:
         )
 
 
-def _limit_torch_threads() -> None:
+def torch_threads_limit() -> None:
     """Several model-running processes on one machine (web, workers) each take every core by
     default and then slow one another down many times over; FLYWHEEL_TORCH_THREADS caps it."""
     from django.conf import settings
@@ -211,7 +211,7 @@ def load_embedder(path: Path | None = None):
     with _registry_lock:
         if path not in _embedders:
             _require_folder(path, what="embedding")
-            _limit_torch_threads()
+            torch_threads_limit()
             from sentence_transformers import SentenceTransformer
 
             _embedders[path] = SentenceTransformer(str(path), device="cpu", local_files_only=True)
@@ -232,7 +232,7 @@ def load_generator(path: Path | str | None = None) -> Generator:
     with _registry_lock:
         if path not in _generators:
             _require_folder(path, what="generator")
-            _limit_torch_threads()
+            torch_threads_limit()
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

@@ -24,6 +24,9 @@ def validate_parameters(values: dict) -> dict:
         "auto_promote": take_bool(values, "auto_promote", True),
         # Handed on to the evaluation this run queues.
         "golden_set": take_golden_set(values),
+        "evaluation_max_new_tokens": take_int(
+            values, "evaluation_max_new_tokens", 64, maximum=1024
+        ),
     }
     try:
         training = TrainingParameters.from_dict(values)
@@ -32,7 +35,9 @@ def validate_parameters(values: dict) -> dict:
     return {**job_options, **training.as_dict()}
 
 
-JOB_OPTIONS = {"dataset_version", "evaluate", "auto_promote", "golden_set"}
+JOB_OPTIONS = {
+    "dataset_version", "evaluate", "auto_promote", "golden_set", "evaluation_max_new_tokens",
+}  # fmt: skip
 
 
 def job_output_dir(job: Job) -> Path:
@@ -84,7 +89,9 @@ def run(job: Job, context) -> None:
             metadata={"project": job.project.slug, "job": job.pk,
                       "dataset_version": dataset.number, "dataset_hash": dataset.content_hash},
         )  # fmt: skip
-    except TrainingStopped as stopped:
+    except (TrainingStopped, JobCancelled) as stopped:
+        # Cancelled, whether noticed by the loop or by a progress report: nothing of a
+        # cancelled run is kept.
         shutil.rmtree(output_dir, ignore_errors=True)
         raise JobCancelled() from stopped
 
@@ -119,6 +126,7 @@ def run(job: Job, context) -> None:
             triggered_by=job.triggered_by, parent=job,
             parameters={"model_version": candidate.pk,
                         "auto_promote": job.parameters.get("auto_promote", True),
-                        "golden_set": job.parameters.get("golden_set")},
+                        "golden_set": job.parameters.get("golden_set"),
+                        "max_new_tokens": job.parameters.get("evaluation_max_new_tokens", 64)},
         )  # fmt: skip
         context.log(f"Evaluation queued as job {evaluation.pk}")
