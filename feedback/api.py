@@ -11,7 +11,6 @@ from feedback.schemas import (
     InteractionOut,
     RatingBatchIn,
     RatingBatchOut,
-    RatingIn,
 )
 from feedback.selectors import interaction_get
 from feedback.services import InteractionNotFound, interactions_log_batch, ratings_submit_batch
@@ -60,7 +59,7 @@ def interaction_detail(request: HttpRequest, interaction_id: uuid.UUID):
               413: ErrorOut, 429: ErrorOut},
     summary="Rate interactions: one rating, or {\"ratings\": [...]} (up to 500)",
 )  # fmt: skip
-def ratings_submit(request: HttpRequest, payload: RatingBatchIn | RatingIn):
+def ratings_submit(request: HttpRequest, payload: RatingBatchIn):
     """Thumbs, a score from 1 to 5, a comment, a corrected answer and tags, by `rater_id`. A rater's
     new rating of an interaction replaces their earlier one (the history is kept).
 
@@ -77,7 +76,7 @@ def ratings_submit(request: HttpRequest, payload: RatingBatchIn | RatingIn):
         response = error_response(429, "Too many ratings; retry later.", code="rate_limited")
         response["Retry-After"] = str(verdict.retry_after_seconds)
         return response
-    items = payload.ratings if isinstance(payload, RatingBatchIn) else [payload]
+    items = payload.ratings
     source = RatingSource.WIDGET if api_key.kind == ApiKey.Kind.PUBLIC else RatingSource.API
     try:
         ratings = ratings_submit_batch(

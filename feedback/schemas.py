@@ -3,7 +3,7 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from ninja import Field, Schema
-from pydantic import model_validator
+from pydantic import BaseModel, model_validator
 
 
 class LoggedMessageIn(Schema):
@@ -99,8 +99,19 @@ class RatingIn(Schema):
         return self
 
 
-class RatingBatchIn(Schema):
+class RatingBatchIn(BaseModel):
+    """`{"ratings": [...]}`, or one rating on its own, which is read as a batch of one so that
+    an error always names the field at fault (`ratings.0.thumb`). A plain pydantic model:
+    ninja's Schema hands validators a wrapper rather than the posted dict."""
+
     ratings: list[RatingIn] = Field(..., min_length=1, max_length=500)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_rating_is_a_batch_of_one(cls, data):
+        if isinstance(data, dict) and "ratings" not in data:
+            return {"ratings": [data]}
+        return data
 
 
 class RatingOut(Schema):

@@ -82,13 +82,16 @@ def test_a_new_rating_by_the_same_rater_replaces_the_old_and_history_is_kept(
 )
 def test_invalid_ratings_get_400_and_nothing_is_stored(client, secret_key, interaction, body,
                                                        param):  # fmt: skip
-    if "interaction_id" != param:
+    if param != "interaction_id":
         body = {"interaction_id": interaction} | body
 
     response = _rate(client, secret_key, body)
 
     assert response.status_code == 400
-    assert response.json()["error"]["type"] == "invalid_request_error"
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    if param:
+        assert error["param"] == f"ratings.0.{param}"
     assert not Rating.objects.exists()
 
 
