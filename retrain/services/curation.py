@@ -13,13 +13,14 @@ nothing twice.
 """
 
 import hashlib
+import math
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
 from django.db import connection, transaction
 from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q
 from django.utils import timezone
-from pgvector.django import CosineDistance
 
 from feedback.models import Interaction, Rating, Review
 from flywheel.ml.loading import embed_texts
@@ -41,6 +42,19 @@ QUALITY = {
 }
 LOW_SCORE_MAX = 2
 CURATION_LOCK_NAMESPACE = 7_340_001  # first key of pg_advisory_xact_lock(int, int)
+WRITE_BATCH_SIZE = 500  # rows per INSERT or UPDATE statement
+# What re-curating rewrites in one bulk update; the status follows the election.
+RECURATED_FIELDS = [
+    "signal", "exclusion_reason", "messages", "rejected_answer", "rating", "review",
+    "content_hash", "question_embedding", "quality", "curated_at", "split",
+]  # fmt: skip
+# The HNSW candidate list of the near-duplicate search: the default 40 misses the true
+# nearest question more often; larger is slower.
+NEAR_DUPLICATE_EF_SEARCH = 100
+# Up to this many stored examples, a near-duplicate search compares the question with every
+# one of them (exact, and cheap); past it, it goes through the HNSW index.
+EXACT_SEARCH_MAX_EXAMPLES = 2_000
+SIMILARITY_BLOCK_ROWS = 512  # new examples compared with each other per matrix product
 
 
 def curation_policy_get(*, project: Project) -> CurationPolicy:
@@ -207,92 +221,122 @@ def _lock_project(project_id: int) -> None:
         )
 
 
-def _cluster_for(*, example: InstructionExample, policy: CurationPolicy) -> int | None:
-    """The cluster of an exact duplicate, else of the nearest question within the threshold."""
-    others = InstructionExample.objects.filter(project_id=example.project_id).exclude(pk=example.pk)
-    exact = others.filter(content_hash=example.content_hash).values_list("cluster", flat=True)
-    if exact:
-        return exact[0]
-    nearest = (
-        others.annotate(distance=CosineDistance("question_embedding", example.question_embedding))
-        .filter(distance__lte=1 - policy.near_duplicate_threshold)
-        .order_by("distance")
-        .values_list("cluster", flat=True)[:1]
+def _query_embeddings_fill(*, project: Project, interaction_ids: list) -> None:
+    """Embed the questions of interactions logged without an embedding. Done before the lock:
+    the model is slow, and what it computes depends on nothing curation writes."""
+    missing = list(
+        Interaction.objects.filter(
+            project=project, pk__in=interaction_ids, query_embedding__isnull=True
+        ).only("pk", "query_text")
     )
-    return nearest[0] if nearest else None
-
-
-def _elect_representative(*, project_id: int, cluster: int) -> None:
-    """The best example of a cluster is included; the other eligible ones are duplicates."""
-    eligible = InstructionExample.objects.filter(
-        project_id=project_id, cluster=cluster, status__in=[Status.INCLUDED, Status.DUPLICATE]
-    ).order_by("-quality", "pk")
-    best = eligible.values_list("pk", flat=True).first()
-    if best is None:
+    if not missing:
         return
-    eligible.exclude(pk=best).exclude(status=Status.DUPLICATE).update(status=Status.DUPLICATE)
-    eligible.filter(pk=best).exclude(status=Status.INCLUDED).update(status=Status.INCLUDED)
+    vectors = embed_texts([interaction.query_text or " " for interaction in missing])
+    for interaction, vector in zip(missing, vectors, strict=True):
+        interaction.query_embedding = vector
+    Interaction.objects.bulk_update(missing, ["query_embedding"], batch_size=WRITE_BATCH_SIZE)
 
 
-def _interactions_with_feedback(interaction_ids) -> list[Interaction]:
-    return list(
-        Interaction.objects.filter(pk__in=list(interaction_ids))
-        .select_related("project", "instruction_example")
+def _interactions_with_feedback(*, project: Project, interaction_ids: list) -> list[Interaction]:
+    """Oldest first, so that the oldest question of a new cluster founds it."""
+    interactions = list(
+        Interaction.objects.filter(project=project, pk__in=interaction_ids)
+        .defer("search_vector")
+        .order_by("created_at", "pk")
         .prefetch_related(
             "ratings",
             Prefetch("reviews", queryset=Review.objects.order_by("-created_at", "-pk")),
         )
     )
+    for interaction in interactions:
+        interaction.project = project  # the prompt builder reads it; saves a query per row
+    return interactions
 
 
 def interactions_curate(*, project: Project, interaction_ids) -> CurationSummary:
-    """Curate the given interactions of `project` (idempotent; safe to run concurrently)."""
-    policy = curation_policy_get(project=project)
-    summary = CurationSummary()
-    interactions = [i for i in _interactions_with_feedback(interaction_ids)
-                    if i.project_id == project.pk]  # fmt: skip
-    missing_embeddings = [i for i in interactions if i.query_embedding is None]
-    if missing_embeddings:
-        vectors = embed_texts([i.query_text or " " for i in missing_embeddings])
-        for interaction, vector in zip(missing_embeddings, vectors, strict=True):
-            interaction.query_embedding = vector
-            Interaction.objects.filter(pk=interaction.pk).update(query_embedding=vector)
+    """Curate the given interactions of `project` (idempotent; safe to run concurrently).
 
+    A batch costs a fixed number of queries whatever its size: removals, updates and inserts
+    are written in bulk, new examples are clustered against the stored ones with one
+    nearest-neighbour query and against each other in memory, and the touched clusters'
+    representatives are elected before the examples are written. New examples are clustered
+    in the order their interactions were logged, each against the stored examples (as this
+    batch updates them) and the new ones before it: the clusters that curating them one at a
+    time in that order would give.
+    """
+    policy = curation_policy_get(project=project)
+    interaction_ids = list(interaction_ids)
+    _query_embeddings_fill(project=project, interaction_ids=interaction_ids)
+    summary = CurationSummary()
     with transaction.atomic():
         _lock_project(project.pk)
-        touched_clusters: set[int] = set()
+        # Taken before the feedback is read: a rating that changes while this batch runs is
+        # then newer than the example's curated_at, and the sweeper curates it again.
+        curated_at = timezone.now()
+        # Read under the lock, so that another worker's examples for the same interactions,
+        # committed while this one waited, are updated rather than inserted twice.
+        interactions = _interactions_with_feedback(project=project, interaction_ids=interaction_ids)
+        stored = {
+            example.interaction_id: example
+            for example in InstructionExample.objects.filter(
+                interaction__in=[interaction.pk for interaction in interactions]
+            )
+        }
+        status_before = {example.pk: example.status for example in stored.values()}
+        removed, updated, created = [], [], []
         for interaction in interactions:
             ratings = list(interaction.ratings.all())
             reviews = list(interaction.reviews.all())
-            existing = InstructionExample.objects.filter(interaction=interaction).first()
+            existing = stored.get(interaction.pk)
             if not ratings and not reviews:
                 if existing:
-                    touched_clusters.add(existing.cluster)
-                    existing.delete()
-                    summary.removed += 1
+                    removed.append(existing)
                 continue
             decision = curation_decide(
                 interaction=interaction, ratings=ratings,
                 review=reviews[0] if reviews else None, policy=policy,
             )  # fmt: skip
-            example = _example_save(
-                existing=existing, interaction=interaction, decision=decision, policy=policy
-            )
-            touched_clusters.add(example.cluster)
+            example = existing or InstructionExample(project_id=project.pk, interaction=interaction)
+            _example_fill(example, interaction=interaction, decision=decision, policy=policy,
+                          curated_at=curated_at)  # fmt: skip
+            (updated if existing else created).append(example)
             summary.curated += 1
             summary.by_status[decision.status] = summary.by_status.get(decision.status, 0) + 1
-        for cluster in touched_clusters:
-            _elect_representative(project_id=project.pk, cluster=cluster)
+        summary.removed = len(removed)
+
+        InstructionExample.objects.filter(pk__in=[example.pk for example in removed]).delete()
+        for example in updated:  # a stored example keeps its cluster; the policy may move it
+            example.split = split_for_cluster(
+                project_id=project.pk, cluster=example.cluster, eval_fraction=policy.eval_fraction
+            )
+        # Written before clustering, which reads them; the status waits for the election.
+        InstructionExample.objects.bulk_update(
+            updated, RECURATED_FIELDS, batch_size=WRITE_BATCH_SIZE
+        )
+        _clusters_assign(project_id=project.pk, examples=created, policy=policy)
+        outvoted, clusters_to_reelect = _representatives_elect(
+            project_id=project.pk, touched=[*updated, *created], removed=removed,
+            founded={example.pk for example in created if example.cluster == example.pk},
+            included_before={pk for pk, was in status_before.items() if was == Status.INCLUDED},
+        )  # fmt: skip
+        InstructionExample.objects.bulk_create(created, batch_size=WRITE_BATCH_SIZE)
+        pks_by_new_status: dict[str, list[int]] = {Status.DUPLICATE: list(outvoted)}
+        for example in updated:
+            if example.status != status_before[example.pk]:
+                pks_by_new_status.setdefault(example.status, []).append(example.pk)
+        for status, pks in pks_by_new_status.items():
+            InstructionExample.objects.filter(pk__in=pks).update(status=status)
+        _clusters_reelect(project_id=project.pk, clusters=clusters_to_reelect)
     return summary
 
 
-def _example_save(*, existing, interaction, decision, policy) -> InstructionExample:
+def _example_fill(
+    example: InstructionExample, *, interaction, decision, policy, curated_at
+) -> None:
     scrub = _scrubber(policy)
     messages = example_messages_build(
         interaction=interaction, target=decision.target, policy=policy
     )
-    example = existing or InstructionExample(project_id=interaction.project_id,
-                                             interaction=interaction)  # fmt: skip
     example.status = decision.status
     example.signal = decision.signal
     example.exclusion_reason = decision.exclusion_reason
@@ -303,18 +347,201 @@ def _example_save(*, existing, interaction, decision, policy) -> InstructionExam
     example.content_hash = example_content_hash(messages)
     example.question_embedding = interaction.query_embedding
     example.quality = decision.quality
-    example.curated_at = timezone.now()
-    if existing is None:
-        example.cluster = 0  # placeholder until the row has an id
-        example.split = InstructionExample.Split.TRAIN
-        example.save()
-        example.cluster = _cluster_for(example=example, policy=policy) or example.pk
-    example.split = split_for_cluster(
-        project_id=interaction.project_id, cluster=example.cluster,
-        eval_fraction=policy.eval_fraction,
-    )  # fmt: skip
-    example.save()
-    return example
+    example.curated_at = curated_at
+
+
+def _clusters_assign(
+    *, project_id: int, examples: list[InstructionExample], policy: CurationPolicy
+) -> None:
+    """Give each new example, in order, its id, its cluster and its split. The cluster is an
+    exact duplicate's (same content hash), else that of the nearest question within the
+    policy's threshold, among the stored examples and the new ones before it; else a cluster
+    of its own, named by the example's id."""
+    if not examples:
+        return
+    for example, example_id in zip(examples, _example_ids_reserve(len(examples)), strict=True):
+        example.pk = example_id
+    stored_cluster_by_hash = dict(
+        InstructionExample.objects.filter(
+            project_id=project_id, content_hash__in={example.content_hash for example in examples}
+        )
+        .order_by("content_hash", "pk")
+        .distinct("content_hash")
+        .values_list("content_hash", "cluster")
+    )
+    first_position_by_hash: dict[str, int] = {}
+    searched = []  # positions of the examples with no exact duplicate
+    for position, example in enumerate(examples):
+        if example.content_hash in stored_cluster_by_hash:
+            continue
+        if example.content_hash not in first_position_by_hash:
+            first_position_by_hash[example.content_hash] = position
+            searched.append(position)
+    stored_nearest = _stored_nearest(
+        project_id=project_id, examples=[examples[position] for position in searched]
+    )
+    earlier_nearest = _earlier_nearest(
+        np.array([example.question_embedding for example in examples], dtype=np.float64),
+        positions=searched,
+    )
+    candidates = dict(zip(searched, zip(stored_nearest, earlier_nearest, strict=True),
+                          strict=True))  # fmt: skip
+    max_distance = 1 - policy.near_duplicate_threshold
+    for position, example in enumerate(examples):
+        if example.content_hash in stored_cluster_by_hash:
+            example.cluster = stored_cluster_by_hash[example.content_hash]
+        elif first_position_by_hash[example.content_hash] < position:
+            example.cluster = examples[first_position_by_hash[example.content_hash]].cluster
+        else:
+            (stored_cluster, stored_distance), (earlier, earlier_distance) = candidates[position]
+            if min(stored_distance, earlier_distance) > max_distance:
+                example.cluster = example.pk
+            elif stored_distance <= earlier_distance:
+                example.cluster = stored_cluster
+            else:
+                example.cluster = examples[earlier].cluster
+        example.split = split_for_cluster(
+            project_id=project_id, cluster=example.cluster, eval_fraction=policy.eval_fraction
+        )
+
+
+def _example_ids_reserve(count: int) -> list[int]:
+    """Ids drawn from the table's own sequence, ahead of the insert: a new example that
+    founds a cluster names the cluster by its id, and one insert then writes it whole."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+            [InstructionExample._meta.db_table, count],
+        )
+        return sorted(row[0] for row in cursor.fetchall())
+
+
+def _stored_nearest(
+    *, project_id: int, examples: list[InstructionExample]
+) -> list[tuple[int | None, float]]:
+    """For each example's question, the cluster of the project's nearest stored example and
+    its cosine distance ((None, inf) with none stored), in one query for all of them. A
+    question asked again in the batch is searched once.
+
+    Up to EXACT_SEARCH_MAX_EXAMPLES stored examples, every one is compared. Past that, the
+    HNSW index finds the nearest approximately; with many copies of the same question stored,
+    as popular questions make, it misses more often (see bench/README.md).
+    """
+    embedding_keys = [np.asarray(example.question_embedding).tobytes() for example in examples]
+    first_by_embedding: dict[bytes, int] = {}
+    for index, key in enumerate(embedding_keys):
+        first_by_embedding.setdefault(key, index)
+    searched = list(first_by_embedding.values())
+    if not searched:
+        return []
+    stored = InstructionExample.objects.filter(project_id=project_id)
+    exact = not stored[EXACT_SEARCH_MAX_EXAMPLES:].exists()
+    distance = "example.question_embedding <=> interaction.query_embedding"
+    with connection.cursor() as cursor:
+        if not exact:
+            # Strict order: the first row the index returns is the nearest, and the scan goes
+            # on past other projects' examples until it finds one of this project.
+            cursor.execute(f"SET LOCAL hnsw.ef_search = {NEAR_DUPLICATE_EF_SEARCH}")
+            cursor.execute("SET LOCAL hnsw.iterative_scan = strict_order")
+            # While a project grows (a first curation of its history), its statistics still
+            # say it is small, and the planner would sort all its examples by distance for
+            # every question: quadratic. Without a sort, only the HNSW index gives the order.
+            cursor.execute("SET LOCAL enable_sort = off")
+        cursor.execute(
+            "SELECT candidate.position, nearest.cluster, nearest.distance "
+            "FROM unnest(%s::uuid[]) WITH ORDINALITY AS candidate(interaction_id, position) "
+            f"JOIN {Interaction._meta.db_table} AS interaction "
+            "ON interaction.id = candidate.interaction_id "
+            f"CROSS JOIN LATERAL (SELECT example.cluster, {distance} AS distance "
+            f"FROM {InstructionExample._meta.db_table} AS example "
+            "WHERE example.project_id = %s "
+            # Adding zero hides the order from the HNSW index: every example is compared.
+            f"ORDER BY {f'({distance}) + 0' if exact else distance} LIMIT 1) AS nearest",
+            [[examples[index].interaction_id for index in searched], project_id],
+        )
+        rows = cursor.fetchall()
+        if not exact:
+            cursor.execute("SET LOCAL enable_sort = on")  # the rest of the transaction sorts
+    found = {searched[position - 1]: (cluster, distance) for position, cluster, distance in rows}
+    return [found.get(first_by_embedding[key], (None, math.inf)) for key in embedding_keys]
+
+
+def _earlier_nearest(embeddings: np.ndarray, *, positions: list[int]) -> list[tuple[int, float]]:
+    """For the row at each of `positions`, the most similar row before it and its cosine
+    distance ((-1, inf) for row 0). Blocks of rows keep the similarity matrix small."""
+    norms = np.linalg.norm(embeddings, axis=1, keepdims=True)
+    unit = embeddings / np.where(norms > 0, norms, 1)  # a zero vector then matches nothing
+    nearest: list[tuple[int, float]] = []
+    for start in range(0, len(positions), SIMILARITY_BLOCK_ROWS):
+        rows = np.array(positions[start : start + SIMILARITY_BLOCK_ROWS])
+        similarity = unit[rows] @ unit[: rows.max() + 1].T
+        similarity[np.arange(similarity.shape[1]) >= rows[:, None]] = -np.inf
+        best = similarity.argmax(axis=1)
+        for row, column in zip(range(len(rows)), best, strict=True):
+            value = similarity[row, column]
+            nearest.append((int(column), 1 - float(value)) if value > -np.inf else (-1, math.inf))
+    return nearest
+
+
+def _representatives_elect(
+    *, project_id: int, touched: list[InstructionExample], removed: list[InstructionExample],
+    founded: set[int], included_before: set[int],
+) -> tuple[list[int], set[int]]:  # fmt: skip
+    """Set the status of this batch's eligible examples: the best of each cluster (highest
+    quality, then the lowest id) is included, the others are duplicates.
+
+    Between batches, each cluster with an eligible example has exactly one included, its
+    best. Where this batch left that one alone, the new best is either it or one of the
+    examples this batch touched, so the stored duplicates need not be read. Returns the ids of
+    the stored representatives that lost, and the clusters where this does not hold (their
+    included example was touched or removed, or they have none or several), to be elected
+    again from all their members once the batch is written.
+    """
+    clusters = {example.cluster for example in [*touched, *removed]}
+    untouched_representatives: dict[int, list[tuple[int, int]]] = {}
+    for cluster, pk, quality in (
+        InstructionExample.objects.filter(
+            project_id=project_id, status=Status.INCLUDED, cluster__in=clusters
+        )
+        .exclude(pk__in=included_before)  # touched or removed
+        .values_list("cluster", "pk", "quality")
+    ):
+        untouched_representatives.setdefault(cluster, []).append((pk, quality))
+    disturbed = {
+        example.cluster for example in [*touched, *removed] if example.pk in included_before
+    }
+    eligible: dict[int, list[InstructionExample]] = {}
+    for example in touched:
+        if example.status == Status.INCLUDED:  # a decision includes or excludes, never more
+            eligible.setdefault(example.cluster, []).append(example)
+    outvoted: list[int] = []
+    clusters_to_reelect: set[int] = set()
+    for cluster in clusters:
+        kept = untouched_representatives.get(cluster, [])
+        if cluster in disturbed or len(kept) > 1 or (not kept and cluster not in founded):
+            clusters_to_reelect.add(cluster)
+            continue
+        contenders = [(-quality, pk) for pk, quality in kept]
+        contenders += [(-example.quality, example.pk) for example in eligible.get(cluster, [])]
+        if not contenders:
+            continue
+        best = min(contenders)[1]
+        for example in eligible.get(cluster, []):
+            example.status = Status.INCLUDED if example.pk == best else Status.DUPLICATE
+        outvoted += [pk for pk, _ in kept if pk != best]
+    return outvoted, clusters_to_reelect
+
+
+def _clusters_reelect(*, project_id: int, clusters: set[int]) -> None:
+    """Elect each cluster's representative again from all its eligible members."""
+    if not clusters:
+        return
+    eligible = InstructionExample.objects.filter(
+        project_id=project_id, cluster__in=clusters, status__in=[Status.INCLUDED, Status.DUPLICATE]
+    )
+    best = eligible.order_by("cluster", "-quality", "pk").distinct("cluster").values("pk")
+    eligible.filter(status=Status.INCLUDED).exclude(pk__in=best).update(status=Status.DUPLICATE)
+    eligible.filter(status=Status.DUPLICATE, pk__in=best).update(status=Status.INCLUDED)
 
 
 def interaction_curate(*, interaction_id) -> CurationSummary | None:

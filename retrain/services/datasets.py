@@ -6,9 +6,12 @@ import json
 import statistics
 from collections import Counter
 from collections.abc import Iterator
+from typing import NamedTuple
 
-from django.db import transaction
-from django.db.models import Max
+from django.db import connection, transaction
+from django.db.models import Count, Func, Max, TextField
+from django.db.models.fields.json import KT
+from django.db.models.functions import Length
 from django.forms.models import model_to_dict
 
 from feedback.models import Rating
@@ -26,69 +29,103 @@ def _sha256(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
-def _sft_record(example: InstructionExample) -> DatasetRecord:
-    return DatasetRecord(
-        example=example,
-        kind=Kind.SFT,
-        split=example.split,
-        prompt=example.messages[:-1],
-        chosen=example.messages[-1]["content"],
-        signal=example.signal,
-        content_hash=example.content_hash,
+class _LastUserTurn(Func):
+    """The last user message of a chat-format `messages` array: the question."""
+
+    template = (
+        "(jsonb_path_query_array(%(expressions)s, '$[*] ? (@.role == \"user\").content') ->> -1)"
     )
+    output_field = TextField()
 
 
-def _preference_record(example: InstructionExample, rejected: str, signal: str) -> DatasetRecord:
-    chosen = example.messages[-1]["content"]
-    return DatasetRecord(
-        example=example,
-        kind=Kind.PREFERENCE,
-        split=example.split,
-        prompt=example.messages[:-1],
-        chosen=chosen,
-        rejected=rejected,
-        signal=signal,
-        content_hash=_sha256(example.content_hash, chosen, rejected),
-    )
+class RecordDraft(NamedTuple):
+    """A record of the snapshot being taken, without its prompt: enough for the version's
+    content hash, counts, stats and diff. The prompt (system prompt and served context
+    included, the bulk of a record) stays in PostgreSQL, which copies it from the example when
+    the record is written."""
+
+    example_id: int
+    kind: str
+    split: str
+    chosen: str
+    rejected: str
+    signal: str
+    content_hash: str
+    question_chars: int = 0  # this and the source: SFT records only
+    source: str = ""
 
 
-def dataset_records_current(*, project: Project) -> list[DatasetRecord]:
-    """The records a snapshot taken now would hold (unsaved).
+def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
+    """The records a snapshot taken now would hold, in the order they are written.
 
     Preference pairs come from two places: a correction against the answer it replaced, and a
     cluster's chosen example against a thumbs-down answer to a question of the same cluster.
     """
     examples = InstructionExample.objects.filter(project=project).order_by("pk")
-    included = list(
-        examples.filter(status=InstructionExample.Status.INCLUDED).select_related("interaction")
-    )
+    included = examples.filter(status=InstructionExample.Status.INCLUDED).values_list(
+        "pk", "split", "signal", "content_hash", "rejected_answer", "cluster",
+        KT("messages__-1__content"), Length(_LastUserTurn("messages")), "interaction__source",
+    )  # fmt: skip
     negatives_by_cluster: dict[int, list[str]] = {}
-    for cluster, messages in examples.filter(
+    for cluster, answer in examples.filter(
         status=InstructionExample.Status.EXCLUDED, signal=InstructionExample.Signal.NEGATIVE
-    ).values_list("cluster", "messages"):
-        negatives_by_cluster.setdefault(cluster, []).append(messages[-1]["content"])
+    ).values_list("cluster", KT("messages__-1__content")):
+        negatives_by_cluster.setdefault(cluster, []).append(answer)
 
-    records = [_sft_record(example) for example in included]
-    for example in included:
-        chosen = example.messages[-1]["content"]
+    sft, preference = [], []
+    for (
+        example_id, split, signal, content_hash, rejected_answer, cluster, chosen, question_chars,
+        source,
+    ) in included.iterator(chunk_size=RECORD_BATCH_SIZE):  # fmt: skip
+        sft.append(RecordDraft(
+            example_id=example_id, kind=Kind.SFT, split=split, chosen=chosen, rejected="",
+            signal=signal, content_hash=content_hash, question_chars=question_chars or 0,
+            source=source,
+        ))  # fmt: skip
         rejected_answers = []
-        if example.rejected_answer and example.rejected_answer != chosen:
-            rejected_answers.append((example.rejected_answer, "correction_vs_answer"))
+        if rejected_answer and rejected_answer != chosen:
+            rejected_answers.append((rejected_answer, "correction_vs_answer"))
         rejected_answers += [
             (answer, "preferred_vs_thumbs_down")
-            for answer in negatives_by_cluster.get(example.cluster, [])
+            for answer in negatives_by_cluster.get(cluster, [])
             if answer != chosen
         ]
         seen = set()
-        for rejected, signal in rejected_answers:
+        for rejected, pair_signal in rejected_answers:
             if rejected not in seen:
                 seen.add(rejected)
-                records.append(_preference_record(example, rejected, signal))
-    return records
+                preference.append(RecordDraft(
+                    example_id=example_id, kind=Kind.PREFERENCE, split=split, chosen=chosen,
+                    rejected=rejected, signal=pair_signal,
+                    content_hash=_sha256(content_hash, chosen, rejected),
+                ))  # fmt: skip
+    return sft + preference
 
 
-def _content_hash(records: list[DatasetRecord]) -> str:
-    keys = sorted(f"{r.kind}:{r.split}:{r.content_hash}" for r in records)
+def _records_write(*, version: DatasetVersion, drafts: list[RecordDraft]) -> None:
+    """Insert the records, RECORD_BATCH_SIZE at a time and in their order (exports follow the
+    ids). Each record's prompt is its example's messages without the last, the answer:
+    PostgreSQL copies it from the example, so the prompts never travel to Python and back."""
+    columns = ["example_id", "kind", "split", "chosen", "rejected", "signal", "content_hash"]
+    with connection.cursor() as cursor:
+        for start in range(0, len(drafts), RECORD_BATCH_SIZE):
+            batch = drafts[start : start + RECORD_BATCH_SIZE]
+            cursor.execute(
+                f"INSERT INTO {DatasetRecord._meta.db_table} "
+                f"(dataset_version_id, prompt, {', '.join(columns)}) "
+                f"SELECT %s, example.messages - -1, {', '.join(f'draft.{c}' for c in columns)} "
+                "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
+                "%s::text[], %s::text[]) WITH ORDINALITY "
+                f"AS draft({', '.join(columns)}, position) "
+                f"JOIN {InstructionExample._meta.db_table} AS example "
+                "ON example.id = draft.example_id "
+                "ORDER BY draft.position",
+                [version.pk, *([getattr(draft, column) for draft in batch] for column in columns)],
+            )
+
+
+def _content_hash(drafts: list[RecordDraft]) -> str:
+    keys = sorted(f"{r.kind}:{r.split}:{r.content_hash}" for r in drafts)
     return _sha256(*keys) if keys else _sha256("empty")
 
 
@@ -104,31 +141,33 @@ def _length_stats(values: list[int]) -> dict:
     }
 
 
-def _stats(*, project: Project, records: list[DatasetRecord]) -> dict:
-    sft = [r for r in records if r.kind == Kind.SFT]
+def _stats(*, project: Project, drafts: list[RecordDraft]) -> dict:
+    sft = [r for r in drafts if r.kind == Kind.SFT]
     ratings = Rating.objects.filter(
         interaction__instruction_example__project=project,
         interaction__instruction_example__status=InstructionExample.Status.INCLUDED,
     )
-    questions = [
-        next((m["content"] for m in reversed(r.prompt) if m["role"] == "user"), "") for r in sft
-    ]
     return {
-        "question_chars": _length_stats([len(question) for question in questions]),
+        "question_chars": _length_stats([r.question_chars for r in sft]),
         "answer_chars": _length_stats([len(r.chosen) for r in sft]),
-        "signals": dict(Counter(r.signal for r in records)),
-        "sources": dict(Counter(r.example.interaction.source for r in sft)),
+        "signals": dict(Counter(r.signal for r in drafts)),
+        "sources": dict(Counter(r.source for r in sft)),
         "ratings": {
-            "thumbs": dict(Counter(ratings.exclude(thumb="").values_list("thumb", flat=True))),
+            "thumbs": dict(
+                ratings.exclude(thumb="").values_list("thumb").annotate(Count("pk")).order_by()
+            ),
             "scores": dict(
-                sorted(Counter(ratings.exclude(score=None).values_list("score", flat=True)).items())
+                ratings.exclude(score=None)
+                .values_list("score")
+                .annotate(Count("pk"))
+                .order_by("score")
             ),
         },
     }
 
 
-def _counts(records: list[DatasetRecord]) -> dict:
-    counts = Counter(f"{r.kind}_{r.split}" for r in records)
+def _counts(drafts: list[RecordDraft]) -> dict:
+    counts = Counter(f"{r.kind}_{r.split}" for r in drafts)
     return {
         "train": counts["sft_train"],
         "eval": counts["sft_eval"],
@@ -137,8 +176,8 @@ def _counts(records: list[DatasetRecord]) -> dict:
     }
 
 
-def _diff(records: list[DatasetRecord], previous: DatasetVersion | None) -> dict:
-    current = {r.content_hash: r for r in records if r.kind == Kind.SFT}
+def _diff(drafts: list[RecordDraft], previous: DatasetVersion | None) -> dict:
+    current = {r.content_hash: r for r in drafts if r.kind == Kind.SFT}
     before = (
         dict(previous.records.filter(kind=Kind.SFT).values_list("content_hash", "example_id"))
         if previous
@@ -164,8 +203,8 @@ def dataset_snapshot(
     policy = curation_policy_get(project=project)
     with transaction.atomic():
         _lock_project(project.pk)  # curation waits, so the snapshot sees one consistent state
-        records = dataset_records_current(project=project)
-        content_hash = _content_hash(records)
+        drafts = dataset_record_drafts(project=project)
+        content_hash = _content_hash(drafts)
         existing = DatasetVersion.objects.filter(project=project, content_hash=content_hash)
         if existing.exists():
             return existing.get(), False
@@ -183,16 +222,14 @@ def dataset_snapshot(
                 for key, value in model_to_dict(policy).items()
                 if key not in POLICY_FIELDS_EXCLUDED
             },
-            counts=_counts(records),
-            stats=_stats(project=project, records=records),
-            diff=_diff(records, previous),
+            counts=_counts(drafts),
+            stats=_stats(project=project, drafts=drafts),
+            diff=_diff(drafts, previous),
             previous=previous,
             trigger=trigger,
             created_by=created_by,
         )
-        for record in records:
-            record.dataset_version = version
-        DatasetRecord.objects.bulk_create(records, batch_size=RECORD_BATCH_SIZE)
+        _records_write(version=version, drafts=drafts)
     return version, True
 
 
