@@ -76,10 +76,11 @@ class Command(BaseCommand):
             "--max-tokens", type=int, default=DEFAULTS.max_tokens, help="answer length"
         )
         parser.add_argument(
-            "--f1-threshold",
+            "--oracle-threshold",
             type=float,
-            default=DEFAULTS.f1_threshold,
-            help="the oracle's token-F1 bar for a right answer",
+            default=DEFAULTS.oracle_threshold,
+            help="share of the reference's words not already in the question that a right "
+            "answer holds (it also needs the reference's numbers)",
         )
         parser.add_argument(
             "--skip-no-rag",
@@ -108,7 +109,7 @@ class Command(BaseCommand):
             loop_settings = LoopSettings(
                 turns=options["turns"],
                 max_tokens=options["max_tokens"],
-                f1_threshold=options["f1_threshold"],
+                oracle_threshold=options["oracle_threshold"],
                 measure_without_rag=not options["skip_no_rag"],
                 train_steps=options["train_steps"],
                 learning_rate=options["learning_rate"],
@@ -167,3 +168,4 @@ class Command(BaseCommand):
 
     def _log(self, line: str) -> None:
         self.stdout.write(f"{time.strftime('%H:%M:%S')} {line}")
+        self.stdout.flush()  # progress must show as it happens, also in a log file
