@@ -80,8 +80,10 @@ def test_a_review_outranks_ratings_and_a_correction_becomes_the_target(reviewer)
     assert examples[rejected.pk].exclusion_reason == "rejected by a reviewer"
     example = examples[corrected.pk]
     assert example.signal == "reviewer_correction" and example.review.decision == "corrected"
-    assert example.messages[-1] == {"role": "assistant",
-                                    "content": "Sprout is free; Canopy costs 9 euros."}
+    assert example.messages[-1] == {
+        "role": "assistant",
+        "content": "Sprout is free; Canopy costs 9 euros.",
+    }
     assert example.rejected_answer == "Free only."
 
 
@@ -89,7 +91,9 @@ def test_a_review_outranks_ratings_and_a_correction_becomes_the_target(reviewer)
 def test_policy_switches_and_length_limits_change_what_is_included():
     project = ProjectFactory()
     thumbs_up, scored, long_answer = (
-        served(project, "One?"), served(project, "Two?"), served(project, "Three?", "x" * 80)
+        served(project, "One?"),
+        served(project, "Two?"),
+        served(project, "Three?", "x" * 80),
     )
     rating_submit(interaction=thumbs_up, rater_id="u", source="api", thumb="up")
     rating_submit(interaction=scored, rater_id="u", source="api", score=4)

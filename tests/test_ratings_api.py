@@ -135,9 +135,12 @@ def test_a_public_key_rates_only_from_its_allowed_origins(client, public_key, in
 @pytest.mark.django_db
 def test_cors_preflight_is_answered_only_for_allowed_origins(client, public_key):
     def preflight(origin):
-        return client.options("/api/v1/ratings", HTTP_ORIGIN=origin,
-                              HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
-                              HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type")
+        return client.options(
+            "/api/v1/ratings",
+            HTTP_ORIGIN=origin,
+            HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+            HTTP_ACCESS_CONTROL_REQUEST_HEADERS="authorization, content-type",
+        )
 
     allowed, refused = preflight(ALLOWED_ORIGIN), preflight("https://evil.example")
 
