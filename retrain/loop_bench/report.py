@@ -5,6 +5,7 @@ figures stage by stage) and a Markdown table for the terminal and the README."""
 import json
 import os
 import platform
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -66,6 +67,9 @@ def report_build(
         "finished": finished,
         "started_at": started_at.isoformat(),
         "wall_seconds": round(wall_seconds, 1),
+        # Unlike the wall time, hardly affected by what else the machine runs: the work of
+        # this process (serving and measuring; the workers' jobs are in `turns`).
+        "cpu_seconds": round(time.process_time(), 1),
         "machine_at_start": machine,
         "load_average_now": round(os.getloadavg()[0], 2),
         "corpus": {"folder": str(corpus_dir), "documents": documents},
