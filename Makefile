@@ -40,10 +40,10 @@ format: $(INSTALLED)
 clean:
 	rm -rf $(VENV) var staticfiles
 
-# The closed-loop benchmark (retrain/loop_bench) on the demo corpus: simulated users, an oracle
+# The closed-loop benchmark (bench/loop) on the demo corpus: simulated users, an oracle
 # and reviewers drive curation, index refresh and LoRA training on private workers; writes
 # report.json, answers.jsonl and loop.png under var/flywheel-bench/.
 .PHONY: flywheel-bench
 flywheel-bench: models
-	$(PY) manage.py flywheel_bench --corpus demo/flywheel-bench/corpus \
+	$(PY) -m bench.loop --corpus demo/flywheel-bench/corpus \
 		--questions demo/flywheel-bench/questions.jsonl --out var/flywheel-bench

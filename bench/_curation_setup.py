@@ -18,8 +18,8 @@ def curation_bench_django_setup(database_name: str = CURATION_BENCH_DATABASE_NAM
     and migrate. Returns the database URL, for raw psycopg connections."""
     import psycopg
 
-    from flywheel.settings.database import embedded_database_url
-    from flywheel.settings.environment import env_path
+    from config.settings.database import embedded_database_url
+    from config.settings.environment import env_path
 
     var_dir = env_path("FLYWHEEL_VAR_DIR", REPOSITORY_ROOT / "var")
     server_url = embedded_database_url(var_dir / "postgres")
@@ -28,7 +28,7 @@ def curation_bench_django_setup(database_name: str = CURATION_BENCH_DATABASE_NAM
         connection.execute(f'CREATE DATABASE "{database_name}"')
     database_url = _url_with_database(server_url, database_name)
     os.environ["DATABASE_URL"] = database_url
-    os.environ["DJANGO_SETTINGS_MODULE"] = "flywheel.settings.development"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.development"
 
     import django
     from django.core.management import call_command

@@ -87,9 +87,8 @@ def main() -> None:
 
     import requests
 
-    from feedback.models import Interaction
     from flywheel.ml.bundled import base_model_path
-    from flywheel.models import ApiKey, Project
+    from flywheel.models import ApiKey, Interaction, Project
     from flywheel.services import api_key_create
 
     project = Project.objects.create(slug="bench-chat", name="Bench: chat latency")

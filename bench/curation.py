@@ -567,7 +567,7 @@ def curation_run(*, project, interaction_ids: list, batch_size: int) -> float:
     """Curate in batches as `manage.py curate` does; returns the Python peak of the last batch,
     traced alone: tracing all of them would triple the time, and a batch holds nothing of the
     ones before it."""
-    from retrain.services import interactions_curate
+    from retrain.curation.pipeline import interactions_curate
 
     started = time.perf_counter()
     python_peak = math.nan
@@ -589,7 +589,7 @@ def curation_run(*, project, interaction_ids: list, batch_size: int) -> float:
 def snapshot_measure(project):
     """dataset_snapshot timed, then taken again with tracemalloc on, after the version it made
     is deleted: the same work, for its Python peak. Returns the version and the measure."""
-    from retrain.services import dataset_snapshot
+    from retrain.datasets.snapshot import dataset_snapshot
 
     (version, _), measure = phase_measure(
         lambda: dataset_snapshot(project=project, trigger="command")
@@ -607,9 +607,10 @@ def near_duplicate_search_check(*, project) -> tuple[int, float, float]:
     question (distance 0: the true nearest) and whether it finds any within the threshold."""
     from django.db import transaction
 
-    from feedback.models import Interaction
+    from flywheel.models import Interaction
+    from retrain.curation.dedupe import _stored_nearest
+    from retrain.curation.policy import curation_policy_get
     from retrain.models import InstructionExample
-    from retrain.services.curation import _stored_nearest, curation_policy_get
 
     one_per_question = (
         Interaction.objects.filter(project=project, instruction_example__isnull=False)

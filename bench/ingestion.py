@@ -126,7 +126,7 @@ def table_clear() -> None:
 
 
 def stored_count(project_id: int) -> int:
-    from feedback.models import Interaction
+    from flywheel.models import Interaction
 
     return Interaction.objects.filter(project_id=project_id).count()
 

@@ -3,7 +3,7 @@ many texts per second `pii_scrub` handles on them.
 
 The labelled set (tests/data/pii/labelled.jsonl) is repeated until it holds --texts texts;
 each text is scrubbed on its own, as curation does. Person names are not detected (see
-retrain/pii.py for the measurements behind that), so there is no figure with names: the
+retrain/curation/pii.py for the measurements behind that), so there is no figure with names: the
 PERSON row of the table shows what is left in.
 
 Run from the repository root: .venv/bin/python bench/pii.py [--texts 5000]
@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._setup import REPOSITORY_ROOT, _cpu_model, _memory_gib, percentiles, table
-from retrain.pii import pii_evaluate, pii_labelled_read, pii_scrub
+from retrain.curation.pii import pii_evaluate, pii_labelled_read, pii_scrub
 
 LABELLED_PATH = REPOSITORY_ROOT / "tests" / "data" / "pii" / "labelled.jsonl"
 ROUNDS = 3
@@ -76,7 +76,7 @@ def main() -> None:
         )
     )  # fmt: skip
     print(f"\n{ROUNDS} rounds; mean text length {characters / len(texts):.0f} characters")
-    print("With names: not measured, names are not detected (see retrain/pii.py).")
+    print("With names: not measured, names are not detected (see retrain/curation/pii.py).")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """LoRA training throughput: Flywheel's training loop against transformers' Trainer on the
 same data and hyperparameters, and both against the machine's matmul peak.
 
-One process, side by side: (a) retrain.training.lora_train, (b) a plain transformers Trainer
+One process, side by side: (a) retrain.training.lora.lora_train, (b) a plain transformers Trainer
 with the same peft LoRA config, batches and learning-rate schedule (no evaluation, saving or
 logging), and (c) the float32 matmul rate of torch on this machine with the same threads.
 Throughput counts the non-padding tokens that went through forward and backward, over the
@@ -122,7 +122,7 @@ class LoopClock:
 
 
 def run_lora_train(base_model_path: Path, records, parameters) -> dict:
-    from retrain.training import lora_train
+    from retrain.training.lora import lora_train
 
     clock = LoopClock()
 
@@ -161,7 +161,7 @@ def run_hf_trainer(base_model_path: Path, records, parameters) -> dict:
         TrainingArguments,
     )
 
-    from retrain.training import IGNORED_LABEL, sft_examples, tokenize_for_sft
+    from retrain.training.lora import IGNORED_LABEL, sft_examples, tokenize_for_sft
 
     clock = LoopClock()
 
@@ -241,7 +241,7 @@ def main() -> None:
                         help="torch intra-op threads (default: torch's own choice)")  # fmt: skip
     args = parser.parse_args()
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "flywheel.settings.development")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
     import django
 
     django.setup()
@@ -250,7 +250,7 @@ def main() -> None:
     import transformers
 
     from flywheel.ml.bundled import base_model_path
-    from retrain.training import TrainingParameters, training_device
+    from retrain.training.lora import TrainingParameters, training_device
 
     if args.threads:
         torch.set_num_threads(args.threads)

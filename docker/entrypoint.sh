@@ -3,14 +3,14 @@
 set -e
 role="${1:-web}"
 shift || true
-celery="python -m celery -A flywheel"
+celery="python -m celery -A config"
 
 case "$role" in
   migrate)
     exec python manage.py migrate --noinput ;;
   web)
     export FLYWHEEL_TORCH_THREADS="${FLYWHEEL_TORCH_THREADS:-1}"
-    exec python -m gunicorn flywheel.wsgi:application --bind 0.0.0.0:8000 \
+    exec python -m gunicorn config.wsgi:application --bind 0.0.0.0:8000 \
       --worker-class gthread --workers "${WEB_WORKERS:-2}" --threads "${WEB_THREADS:-4}" \
       --timeout 120 --access-logfile - "$@" ;;
   worker)

@@ -1,19 +1,10 @@
-import uuid
-
 from django.conf import settings
 from django.http import HttpRequest
 from ninja import Router, Status
 
 from feedback.models import RatingSource
-from feedback.schemas import (
-    InteractionBatchIn,
-    InteractionBatchOut,
-    InteractionOut,
-    RatingBatchIn,
-    RatingBatchOut,
-)
-from feedback.selectors import interaction_get
-from feedback.services import InteractionNotFound, interactions_log_batch, ratings_submit_batch
+from feedback.schemas import RatingBatchIn, RatingBatchOut
+from feedback.services.ratings import InteractionNotFound, ratings_submit_batch
 from flywheel.api.auth import RatingKeyAuth, SecretKeyAuth
 from flywheel.api.errors import ApiError, error_response
 from flywheel.api.schemas import ErrorOut
@@ -22,34 +13,6 @@ from flywheel.ratelimit import client_ip, rate_limit_hit
 
 router = Router(tags=["interactions"], auth=SecretKeyAuth())
 ratings_router = Router(tags=["ratings"])
-
-
-@router.post(
-    "/interactions",
-    response={201: InteractionBatchOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut,
-              413: ErrorOut},
-    summary="Log interactions answered by your own LLM (1 to 1000)",
-)  # fmt: skip
-def interactions_log(request: HttpRequest, payload: InteractionBatchIn):
-    """Stores all the interactions or, if any is invalid, none. An interaction whose
-    `idempotency_key` was already logged is not stored again (`created: false`)."""
-    logged = interactions_log_batch(
-        project=request.api_key.project,
-        interactions=[item.dict() for item in payload.interactions],
-    )
-    return Status(201, {"interactions": logged})
-
-
-@router.get(
-    "/interactions/{interaction_id}",
-    response={200: InteractionOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
-    summary="One interaction, in full",
-)
-def interaction_detail(request: HttpRequest, interaction_id: uuid.UUID):
-    interaction = interaction_get(project=request.api_key.project, interaction_id=interaction_id)
-    if interaction is None:
-        raise ApiError(404, f"No interaction {interaction_id} in this project.", code="not_found")
-    return interaction
 
 
 @ratings_router.post(

@@ -1,5 +1,2 @@
-"""Flywheel: serve with RAG, log everything, collect feedback, curate, retrain, promote."""
-
-from flywheel.celery import app as celery_app
-
-__all__ = ["celery_app"]
+"""Flywheel's core and serving layer: projects, keys, documents, index and model versions,
+retrieval, generation, and the interaction log."""

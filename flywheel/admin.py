@@ -2,25 +2,18 @@ from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 
-from flywheel.models import ApiKey, Chunk, Document, IndexVersion, ModelVersion, Project
+from flywheel.models import (
+    ApiKey,
+    Chunk,
+    Document,
+    IndexVersion,
+    Interaction,
+    ModelVersion,
+    Project,
+)
 from flywheel.services import api_key_create, api_key_revoke
 from flywheel.services.api_keys import normalise_origin
 from flywheel.tasks.indexing import document_index
-
-
-def _start_job(kind: str, description: str):
-    @admin.action(description=description)
-    def start(modeladmin, request, queryset):
-        from retrain.models import Job
-        from retrain.services.jobs import job_create
-
-        for project in queryset:
-            job = job_create(project=project, kind=kind, trigger=Job.Trigger.ADMIN,
-                             triggered_by=request.user)  # fmt: skip
-            messages.success(request, f"{project}: job {job.pk} queued ({description}).")
-
-    start.__name__ = f"start_{kind}"
-    return start
 
 
 @admin.register(Project)
@@ -28,11 +21,6 @@ class ProjectAdmin(admin.ModelAdmin):
     list_display = ["name", "slug", "generation_backend", "created_at"]
     prepopulated_fields = {"slug": ["name"]}
     search_fields = ["name", "slug"]
-    actions = [
-        _start_job("index_refresh", "Refresh the index"),
-        _start_job("lora_training", "Train a LoRA adapter (default parameters)"),
-        _start_job("dataset_snapshot", "Snapshot a dataset version"),
-    ]
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -145,3 +133,22 @@ class ModelVersionAdmin(admin.ModelAdmin):
     list_display = ["name", "project", "status", "base_model", "adapter_path", "promoted_at"]
     list_filter = ["project", "status"]
     readonly_fields = ["status", "metrics", "promoted_at", "created_by", "created_at"]
+
+
+@admin.register(Interaction)
+class InteractionAdmin(admin.ModelAdmin):
+    list_display = ["created_at", "project", "source", "query_text", "model_name", "latency_ms"]
+    list_filter = ["project", "source"]
+    search_fields = ["query_text", "response", "idempotency_key", "end_user_id"]
+    date_hierarchy = "created_at"
+    exclude = ["query_embedding"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [
+            field.name
+            for field in Interaction._meta.fields
+            if field.name not in {"query_embedding", "search_vector"}
+        ]
+
+    def has_add_permission(self, request):
+        return False

@@ -3,7 +3,7 @@ from django.db.models.signals import post_migrate
 
 
 def _sync_periodic_tasks(sender, **kwargs) -> None:
-    from flywheel.periodic import periodic_tasks_sync
+    from config.periodic import periodic_tasks_sync
 
     periodic_tasks_sync()
 

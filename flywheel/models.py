@@ -1,5 +1,6 @@
 import hashlib
 import secrets
+import uuid
 
 from django.conf import settings
 from django.contrib.postgres.indexes import GinIndex
@@ -144,9 +145,9 @@ class IndexVersion(BaseModel):
     activated_at = models.DateTimeField(null=True, blank=True)
     # What went in: documents, correction FAQ entries, reused and new embeddings.
     stats = models.JSONField(default=dict, blank=True)
-    built_by_job = models.ForeignKey(
-        "retrain.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # The retrain job that built it. An id, not a foreign key: the serving core sits below
+    # the jobs that produce its versions and must not depend on them.
+    built_by_job_id = models.BigIntegerField(null=True, blank=True, db_index=True)
 
     class Meta:
         constraints = [
@@ -177,10 +178,9 @@ class Chunk(models.Model):
         Document, on_delete=models.CASCADE, related_name="chunks", null=True, blank=True
     )
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.DOCUMENT)
-    # For an FAQ chunk: the reviewer's correction it was made from.
-    review = models.ForeignKey(
-        "feedback.Review", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # For an FAQ chunk: the id of the reviewer's correction it was made from (feedback sits
+    # above the serving core, so an id rather than a foreign key).
+    review_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     position = models.PositiveIntegerField()
     heading = models.TextField(blank=True)
     text = models.TextField()
@@ -235,17 +235,10 @@ class ModelVersion(BaseModel):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
-    # Lineage: trained on this dataset version, by this job, starting from this version.
-    dataset_version = models.ForeignKey(
-        "retrain.DatasetVersion",
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="model_versions",
-    )
-    training_job = models.ForeignKey(
-        "retrain.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # Lineage: trained on this dataset version, by this job, starting from this version. Ids,
+    # not foreign keys: datasets and jobs belong to the retrain layer above.
+    dataset_version_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    training_job_id = models.BigIntegerField(null=True, blank=True, db_index=True)
     parent = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="children"
     )
@@ -262,3 +255,65 @@ class ModelVersion(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.project.slug}/{self.name} ({self.status})"
+
+
+class Interaction(models.Model):
+    """One question and its answer, logged in full: what was asked, what was retrieved (with
+    scores, ranks and the index version), what answered, how long it took and how many tokens."""
+
+    class Source(models.TextChoices):
+        CHAT = "chat", "Served by Flywheel"
+        LOG = "log", "Logged by the app"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="interactions")
+    source = models.CharField(max_length=10, choices=Source.choices)
+    # The client's id for this interaction: sending it again is a no-op. NULL, not "", when
+    # absent, so that the uniqueness constraint ignores interactions without one.
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    session_id = models.CharField(max_length=200, blank=True)
+    end_user_id = models.CharField(max_length=200, blank=True)
+    messages = models.JSONField(default=list)
+    query_text = models.TextField(blank=True)
+    query_embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    # [{chunk_id, document_id, title, source_uri, text, score, rank, index_version_id}, ...]
+    retrieved = models.JSONField(default=list, blank=True)
+    response = models.TextField(blank=True)
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    model_name = models.CharField(max_length=300, blank=True)
+    index_version = models.ForeignKey(
+        IndexVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField()
+    # For the dashboard's full-text search over questions and answers.
+    search_vector = models.GeneratedField(
+        expression=SearchVector("query_text", "response", config="english"),
+        output_field=SearchVectorField(),
+        db_persist=True,
+    )
+
+    class Meta:
+        indexes = [
+            GinIndex(fields=["search_vector"], name="interaction_search_gin"),
+            models.Index(fields=["project", "created_at"], name="interaction_project_time"),
+            models.Index(
+                fields=["project", "model_version", "created_at"],
+                name="interaction_model_time",
+            ),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="interaction_unique_idempotency_key",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.query_text[:60]}"

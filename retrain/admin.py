@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 
+from flywheel.admin import ProjectAdmin
+from flywheel.models import Project
+from retrain.jobs.lifecycle import job_cancel, job_create
 from retrain.models import CurationPolicy, DatasetVersion, InstructionExample, Job
-from retrain.services.jobs import job_cancel
 
 
 @admin.register(Job)
@@ -51,3 +53,29 @@ class InstructionExampleAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+def _start_job(kind: str, description: str):
+    @admin.action(description=description)
+    def start(modeladmin, request, queryset):
+        for project in queryset:
+            job = job_create(project=project, kind=kind, trigger=Job.Trigger.ADMIN,
+                             triggered_by=request.user)  # fmt: skip
+            messages.success(request, f"{project}: job {job.pk} queued ({description}).")
+
+    start.__name__ = f"start_{kind}"
+    return start
+
+
+# The serving core registers projects; their job actions belong to this layer, so the admin
+# is extended here rather than the core importing upwards.
+admin.site.unregister(Project)
+
+
+@admin.register(Project)
+class ProjectWithJobsAdmin(ProjectAdmin):
+    actions = [
+        _start_job("index_refresh", "Refresh the index"),
+        _start_job("lora_training", "Train a LoRA adapter (default parameters)"),
+        _start_job("dataset_snapshot", "Snapshot a dataset version"),
+    ]

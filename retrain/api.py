@@ -7,9 +7,16 @@ from flywheel.api.auth import SecretKeyAuth
 from flywheel.api.errors import ApiError
 from flywheel.api.schemas import ErrorOut
 from flywheel.models import IndexVersion, ModelVersion
-from flywheel.services.indexing import index_version_activate, index_version_rollback
-from flywheel.services.model_versions import model_version_promote, model_version_rollback
+from retrain.datasets.exports import dataset_export_lines
+from retrain.datasets.snapshot import dataset_snapshot
+from retrain.jobs.lifecycle import InvalidJobParameters, job_cancel, job_create
 from retrain.models import DatasetVersion, Job
+from retrain.promotion import (
+    index_version_activate,
+    index_version_rollback,
+    model_version_promote,
+    model_version_rollback,
+)
 from retrain.schemas import (
     DatasetSnapshotOut,
     DatasetVersionOut,
@@ -18,8 +25,6 @@ from retrain.schemas import (
     JobOut,
     ModelVersionOut,
 )
-from retrain.services import dataset_export_lines, dataset_snapshot
-from retrain.services.jobs import InvalidJobParameters, job_cancel, job_create
 
 router = Router(tags=["datasets"], auth=SecretKeyAuth())
 

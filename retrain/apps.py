@@ -7,6 +7,6 @@ class RetrainConfig(AppConfig):
 
     def ready(self) -> None:
         from retrain import receivers  # noqa: F401 - connects the feedback receiver
-        from retrain.jobs import register_all
+        from retrain.jobs.kinds import register_all
 
         register_all()

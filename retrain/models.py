@@ -3,8 +3,8 @@ from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
-from feedback.models import Interaction, Rating, Review
-from flywheel.models import EMBEDDING_DIMENSIONS, BaseModel, Project
+from feedback.models import Rating, Review
+from flywheel.models import EMBEDDING_DIMENSIONS, BaseModel, Interaction, Project
 
 
 class CurationPolicy(BaseModel):

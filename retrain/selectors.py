@@ -6,8 +6,9 @@ from datetime import datetime
 
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 
-from feedback.models import Interaction, Rating, Review
-from flywheel.models import Project
+from feedback.models import Rating, Review
+from flywheel.messages import last_user_message
+from flywheel.models import Interaction, Project
 from retrain.models import DatasetRecord, DatasetVersion, InstructionExample
 
 
@@ -117,7 +118,7 @@ def curation_working_state(*, project: Project) -> CurationWorkingState:
     )
 
 
-# Signals of preference pairs (retrain.services.datasets) next to those of examples.
+# Signals of preference pairs (retrain.datasets.snapshot) next to those of examples.
 RECORD_SIGNAL_LABELS = {
     **dict(InstructionExample.Signal.choices),
     "correction_vs_answer": "Correction against the answer it replaced",
@@ -142,14 +143,10 @@ class RecordSample:
         return RECORD_SIGNAL_LABELS.get(self.signal, self.signal)
 
 
-def _last_user_message(prompt: list[dict]) -> str:
-    return next((m["content"] for m in reversed(prompt) if m["role"] == "user"), "")
-
-
 def _record_samples(records: QuerySet[DatasetRecord]) -> list[RecordSample]:
     return [
         RecordSample(
-            question=_last_user_message(row["prompt"]),
+            question=last_user_message(row["prompt"]),
             chosen=row["chosen"],
             rejected=row["rejected"],
             signal=row["signal"],
@@ -206,7 +203,7 @@ def _records_missing_from(
     absent_from_other = ~Exists(other.filter(content_hash=OuterRef("content_hash")))
     missing = records.filter(absent_from_other).order_by("pk")[:DIFF_EXAMPLES_SHOWN]
     return [
-        DiffExample(question=_last_user_message(prompt), interaction_id=interaction_id)
+        DiffExample(question=last_user_message(prompt), interaction_id=interaction_id)
         for prompt, interaction_id in missing.values_list("prompt", "example__interaction_id")
     ]
 

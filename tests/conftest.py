@@ -2,23 +2,24 @@
 database), the machine's Redis (on a database of the tests' own) and a real Celery worker."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings
 
-from flywheel.celery import app as celery_app
-from flywheel.queues import Queue
-from flywheel.settings.database import database_url_from_config
+from config.queues import Queue
+from config.settings.database import database_url_from_config
+from config.workers import (
+    WorkerExited,
+    WorkerProcess,
+    poll_until,
+    unique_hostname,
+    worker_command,
+    workers_wait_ready,
+)
 
 WORKER_START_DEADLINE_SECONDS = 90
-WORKER_STOP_DEADLINE_SECONDS = 30
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -37,60 +38,48 @@ def test_redis():
 
 def wait_for(condition, *, what: str, deadline_seconds: float, interval: float = 0.2):
     """Poll `condition` until it returns something truthy; fail the test at the deadline."""
-    deadline = time.monotonic() + deadline_seconds
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what} did not happen within {deadline_seconds}s")
-        time.sleep(interval)
-
-
-class CeleryWorkerProcess:
-    """A `celery worker` subprocess on the test database and the tests' Redis database."""
-
-    def __init__(self, *, database_url: str, log_path: Path, queues: list[str]):
-        self.hostname = f"test-{uuid.uuid4().hex[:8]}@localhost"
-        self.log_path = log_path
-        environment = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "flywheel.settings.test",
-            "DATABASE_URL": database_url,
-            "REDIS_URL": settings.REDIS_URL,
-            "FLYWHEEL_TEST_REDIS_URL": settings.REDIS_URL,
-            "FLYWHEEL_ARTIFACTS_DIR": str(settings.FLYWHEEL_ARTIFACTS_DIR),
-            "FLYWHEEL_GOLDEN_SETS_DIR": str(settings.FLYWHEEL_GOLDEN_SETS_DIR),
-        }
-        command = [
-            sys.executable, "-m", "celery", "-A", "flywheel", "worker",
-            "--pool", "solo", "--hostname", self.hostname, "--queues", ",".join(queues),
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ]  # fmt: skip
-        self._log = log_path.open("wb")
-        self.process = subprocess.Popen(
-            command,
-            cwd=REPOSITORY_ROOT,
-            env=environment,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+    try:
+        return poll_until(
+            condition, what=what, deadline_seconds=deadline_seconds, interval_seconds=interval
         )
+    except TimeoutError as error:
+        pytest.fail(str(error))
 
-    def answers_ping(self) -> bool:
-        if self.process.poll() is not None:
-            pytest.fail(f"the Celery worker exited early:\n{self.log_path.read_text()[-4000:]}")
-        return bool(celery_app.control.ping(destination=[self.hostname], timeout=0.5))
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=WORKER_STOP_DEADLINE_SECONDS)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait()
-        self._log.close()
+def worker_environment(database_url: str) -> dict[str, str]:
+    """A worker on the test database and the tests' Redis database."""
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": database_url,
+        "REDIS_URL": settings.REDIS_URL,
+        "FLYWHEEL_TEST_REDIS_URL": settings.REDIS_URL,
+        "FLYWHEEL_ARTIFACTS_DIR": str(settings.FLYWHEEL_ARTIFACTS_DIR),
+        "FLYWHEEL_GOLDEN_SETS_DIR": str(settings.FLYWHEEL_GOLDEN_SETS_DIR),
+    }
+
+
+def worker_start(
+    *, database_url: str, log_path: Path, queues: list[str], name: str = "test", wait: bool = True
+):
+    """A real `celery worker` subprocess, answering a ping before this returns when `wait`
+    (a solo worker that takes a task at once cannot answer pings until it is done)."""
+    hostname = unique_hostname(name)
+    worker = WorkerProcess.start(
+        name=name,
+        command=worker_command(hostname=hostname, queues=queues),
+        hostname=hostname,
+        environment=worker_environment(database_url),
+        cwd=REPOSITORY_ROOT,
+        log_path=log_path,
+    )
+    if not wait:
+        return worker
+    try:
+        workers_wait_ready([worker], deadline_seconds=WORKER_START_DEADLINE_SECONDS)
+    except (TimeoutError, WorkerExited) as error:
+        pytest.fail(f"{error}\n{worker.log_tail()}")
+    return worker
 
 
 @pytest.fixture(scope="module")
@@ -99,17 +88,12 @@ def celery_worker(django_db_setup, tmp_path_factory):
     is gone after it, so modules that need no worker really run without one."""
     from django.db import connection
 
-    worker = CeleryWorkerProcess(
+    worker = worker_start(
         database_url=database_url_from_config(connection.settings_dict),
         log_path=tmp_path_factory.mktemp("celery") / "worker.log",
         queues=[queue.value for queue in Queue],
     )
     try:
-        wait_for(
-            worker.answers_ping,
-            what="the Celery worker answering a ping",
-            deadline_seconds=WORKER_START_DEADLINE_SECONDS,
-        )
         yield worker
     finally:
         worker.stop()
@@ -217,3 +201,16 @@ def signed_in_page(page, live_server, transactional_db, project):
     page.click("button[type=submit]")
     page.wait_for_url(f"{live_server.url}/dashboard/{project.slug}/")
     return page
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """The test machine's cores are shared with PostgreSQL, a Celery worker and other runs;
+    there, torch's OpenMP threads wait on each other and two run several times slower than
+    one. Production leaves the thread count to the environment."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from feedback.models import Interaction
-from feedback.services import interaction_record
 from flywheel.generation import Backend, GenerationParameters, backend_for
+from flywheel.messages import last_user_message
 from flywheel.ml.loading import GeneratedText, embed_texts
-from flywheel.models import ModelVersion, Project
+from flywheel.models import Interaction, ModelVersion, Project
 from flywheel.selectors.retrieval import RetrievalOptions, RetrievalResult, retrieve
+from flywheel.services.interactions import interaction_record
 from flywheel.services.model_versions import model_version_production_ensure
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -57,13 +57,6 @@ class PreparedChat:
 class ChatAnswer:
     interaction: Interaction
     generated: GeneratedText
-
-
-def last_user_message(messages: list[dict]) -> str:
-    for message in reversed(messages):
-        if message["role"] == "user":
-            return message["content"]
-    return ""
 
 
 def context_block(passages: list[dict]) -> str:

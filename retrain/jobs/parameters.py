@@ -5,7 +5,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from retrain.services.jobs import InvalidJobParameters
+from retrain.jobs.lifecycle import InvalidJobParameters
 
 
 def take_bool(values: dict, name: str, default: bool) -> bool:

@@ -1,14 +1,10 @@
 from celery import shared_task
 
 from flywheel.models import Project
+from retrain.curation.pipeline import interaction_curate as curate
+from retrain.curation.pipeline import interactions_needing_curation
+from retrain.datasets.snapshot import dataset_snapshot
 from retrain.models import DatasetVersion
-from retrain.services import (
-    dataset_snapshot,
-    interactions_needing_curation,
-)
-from retrain.services import (
-    interaction_curate as curate,
-)
 
 
 @shared_task(autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
@@ -40,7 +36,7 @@ def datasets_snapshot_all() -> list[int]:
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_dataset_snapshot(job_id: int) -> str | None:
-    from retrain.jobs import snapshot
-    from retrain.services.jobs import job_run
+    from retrain.datasets import job as snapshot
+    from retrain.jobs.lifecycle import job_run
 
     return job_run(job_id=job_id, handler=snapshot.run)

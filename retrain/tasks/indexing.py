@@ -1,8 +1,8 @@
 from celery import shared_task
 from django.conf import settings
 
-from retrain.jobs import index_refresh
-from retrain.services.jobs import job_run
+from retrain.index_refresh import job as index_refresh
+from retrain.jobs.lifecycle import job_run
 
 
 @shared_task(

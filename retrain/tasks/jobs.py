@@ -1,9 +1,9 @@
 from celery import shared_task
 
 from flywheel.models import Project
+from retrain.jobs.lifecycle import job_create, jobs_reap_stale
+from retrain.jobs.schedules import index_refresh_due, retraining_due
 from retrain.models import Job
-from retrain.services.jobs import job_create, jobs_reap_stale
-from retrain.services.schedules import index_refresh_due, retraining_due
 
 
 @shared_task

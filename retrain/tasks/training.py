@@ -7,8 +7,9 @@ delivery for a job that is not queued, so a duplicate does nothing.
 from celery import shared_task
 from django.conf import settings
 
-from retrain.jobs import evaluation, training
-from retrain.services.jobs import job_run
+from retrain.evaluation import job as evaluation
+from retrain.jobs.lifecycle import job_run
+from retrain.training import job as training
 
 LONG_JOB = {
     "acks_late": True,

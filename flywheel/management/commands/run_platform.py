@@ -1,7 +1,7 @@
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from flywheel.platform_runner import PlatformStartError, platform_run
+from config.platform_runner import PlatformStartError, platform_run
 
 
 class Command(BaseCommand):

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
 from flywheel.management.projects import project_for_command
+from retrain.curation.pipeline import interactions_curate
 from retrain.selectors import interaction_ids_with_feedback
-from retrain.services import interactions_curate
 
 BATCH_SIZE = 1000
 

@@ -1,8 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from flywheel.management.projects import project_for_command
-from flywheel.services.indexing import index_version_rollback
-from flywheel.services.model_versions import model_version_rollback
+from retrain.promotion import index_version_rollback, model_version_rollback
 
 
 class Command(BaseCommand):

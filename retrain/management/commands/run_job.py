@@ -4,8 +4,8 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 
 from flywheel.management.projects import project_for_command
+from retrain.jobs.lifecycle import InvalidJobParameters, job_create
 from retrain.models import Job
-from retrain.services.jobs import InvalidJobParameters, job_create
 
 POLL_SECONDS = 2
 

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand
 
 from flywheel.management.projects import project_for_command
+from retrain.datasets.snapshot import dataset_snapshot
 from retrain.models import DatasetVersion
-from retrain.services import dataset_snapshot
 
 
 class Command(BaseCommand):

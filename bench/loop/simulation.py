@@ -1,0 +1,485 @@
+"""The closed loop, turn by turn, on one project: simulated users ask, an oracle rates,
+reviewers approve the corrections, the workers curate, and the jobs an admin would start
+(dataset snapshot, index refresh, LoRA training with its evaluation) run on the workers; every
+stage is measured on every question through the chat API.
+
+The stages: the base model without retrieval and with it (the baseline), then per turn the
+state after the index refresh and after LoRA training on top of it. Training runs on the
+training worker while the refresh stage is measured, so its candidate is evaluated with
+automatic promotion off and the loop applies the gate's verdict (the evaluation job's `gate`)
+itself once that measurement is done: promotion when it passed, as automatic promotion would.
+A candidate the gate refuses is still measured, by promoting it for the measurement and then
+promoting back the version the gate kept, so that the report shows what training did either
+way and the next turn starts from the gate's decision.
+
+The users of a turn ask the training questions as production serves them at that moment; the
+latest stage served by the current production model and active index already asked exactly
+those questions through the same API (generation is greedy), so its answers are the ones
+rated rather than asking everything twice.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils.dateparse import parse_datetime
+
+from bench.loop.client import FlywheelApi, LoopBenchError, poll_until
+from bench.loop.metrics import (
+    RETRIEVAL_DEPTH,
+    Observation,
+    citation_is_source,
+    figures_by_group,
+)
+from bench.loop.oracle import answer_judge, rating_payload
+from bench.loop.questions import Probe, ProbeGroup, QuestionSet
+from feedback.models import ProjectMembership, Review
+from feedback.services.reviews import review_submit
+from flywheel.ml.loading import load_generator
+from flywheel.models import ApiKey, Interaction, Project
+from flywheel.services import (
+    api_key_create,
+    document_index,
+    documents_load_folder,
+    project_get_or_create,
+)
+from flywheel.services.chat import context_block
+from retrain.curation.pipeline import interactions_needing_curation
+from retrain.models import InstructionExample, Job
+
+Log = Callable[[str], None]
+PROGRESS_EVERY_ANSWERS = 10
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    turns: int = 1
+    max_tokens: int = 48
+    # The oracle's bar: the share of the reference's answer-bearing words a right answer holds.
+    oracle_threshold: float = 0.5
+    measure_without_rag: bool = True
+    # LoRA training per turn; 0 skips training (and the stage after it).
+    train_steps: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 4
+    max_length: int = 384
+    curation_deadline_seconds: float = 600
+    job_deadline_seconds: float = 3600
+
+    def __post_init__(self) -> None:
+        if self.turns < 1:
+            raise ValueError("turns must be at least 1")
+        if self.train_steps < 0:
+            raise ValueError("train_steps must be 0 (no training) or more")
+        if not 0 < self.oracle_threshold <= 1:
+            raise ValueError("oracle_threshold must be more than 0 and at most 1")
+        if self.max_tokens < 1:
+            raise ValueError("max_tokens must be at least 1")
+
+    def training_parameters(self) -> dict:
+        return {
+            "max_steps": self.train_steps,
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "evaluate": True,
+            # The gate's verdict is applied by the loop once the refresh is measured: an
+            # automatic promotion could land in the middle of that measurement.
+            "auto_promote": False,
+        }
+
+
+@dataclass
+class LoopProject:
+    project: Project
+    api: FlywheelApi
+    reviewer: AbstractBaseUser
+    documents: dict[str, int]  # source_uri -> document id
+
+
+@dataclass
+class StageResult:
+    name: str
+    label: str
+    turn: int
+    rag: bool
+    observations: list[Observation]
+    wall_seconds: float
+    note: str = ""
+
+    @property
+    def served_by(self) -> set[tuple[str, int | None]]:
+        return {(o.model_version, o.index_version) for o in self.observations}
+
+    def as_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "label": self.label,
+            "turn": self.turn,
+            "rag": self.rag,
+            "served_by": [
+                {"model_version": model, "index_version": index}
+                for model, index in sorted(self.served_by, key=str)
+            ],
+            "wall_seconds": round(self.wall_seconds, 1),
+            "seconds_per_answer": round(self.wall_seconds / max(len(self.observations), 1), 2),
+            "note": self.note,
+            "groups": figures_by_group(self.observations),
+        }
+
+
+@dataclass
+class LoopResult:
+    stages: list[StageResult] = field(default_factory=list)
+    turns: list[dict] = field(default_factory=list)
+
+
+def loop_project_create(*, corpus_dir: Path, slug: str = "loop-bench") -> LoopProject:
+    """A project with the corpus indexed (inline, as `bootstrap_demo` does), a secret key for
+    the simulated app, and a reviewer."""
+    project, _ = project_get_or_create(
+        slug=slug, name="Loop benchmark", description=f"flywheel_bench on {corpus_dir}"
+    )
+    loaded = documents_load_folder(project=project, folder=Path(corpus_dir))
+    if not loaded:
+        raise LoopBenchError(f"{corpus_dir} holds no .md, .txt or .html documents")
+    for result in loaded:
+        document_index(document_id=result.document.pk)
+    key = api_key_create(project=project, kind=ApiKey.Kind.SECRET, name="loop-bench").raw_key
+    reviewer = get_user_model().objects.create_user(username=f"{slug}-reviewer")
+    ProjectMembership.objects.create(
+        user=reviewer, project=project, role=ProjectMembership.Role.REVIEWER
+    )
+    return LoopProject(
+        project=project,
+        api=FlywheelApi(secret_key=key),
+        reviewer=reviewer,
+        documents={r.document.source_uri: r.document.pk for r in loaded},
+    )
+
+
+def question_sources_check(*, question_set: QuestionSet, documents: dict[str, int]) -> None:
+    known = set(documents) | {str(pk) for pk in documents.values()}
+    unknown = sorted(question_set.sources() - known)
+    if unknown:
+        raise LoopBenchError(
+            f"sources not in the corpus: {', '.join(unknown[:10])} (a source is a path "
+            "relative to the corpus folder, or a document id)"
+        )
+
+
+def passages_read_count(passages: list[dict]) -> int:
+    """How many of the retrieved passages the model read: the chat service's context block
+    takes them in rank order until its character budget is spent."""
+    whole = context_block(passages)
+    return next(n for n in range(len(passages) + 1) if context_block(passages[:n]) == whole)
+
+
+class LoopRun:
+    def __init__(
+        self,
+        *,
+        setup: LoopProject,
+        question_set: QuestionSet,
+        settings: LoopSettings,
+        log: Log = print,
+        on_progress: Callable[[LoopResult], None] | None = None,
+    ):
+        question_sources_check(question_set=question_set, documents=setup.documents)
+        self.setup = setup
+        self.api = setup.api
+        self.question_set = question_set
+        self.settings = settings
+        self.log = log
+        self.on_progress = on_progress or (lambda result: None)
+        self.probes = question_set.probes()
+        self.result = LoopResult()
+        # "faq:<review id>" -> the source of the question whose correction made the entry
+        self.faq_sources: dict[str, str] = {}
+
+    def run(self) -> LoopResult:
+        self.log("Loading the generator")
+        load_generator()
+        if self.settings.measure_without_rag:
+            self._stage("base_no_rag", "base model, no RAG", turn=0, rag=False)
+        self._stage("base_rag", "base model + RAG", turn=0, rag=True)
+        for turn in range(1, self.settings.turns + 1):
+            self._turn(turn)
+        return self.result
+
+    # --- measuring -----------------------------------------------------------------------------
+
+    def _ask(self, probe: Probe, *, stage: str, rag: bool) -> Observation:
+        question = probe.question
+        response = self.api.chat(
+            question=probe.text,
+            rag=rag,
+            max_tokens=self.settings.max_tokens,
+            top_k=RETRIEVAL_DEPTH,
+            user=f"loop-bench-user-{probe.key}",
+            metadata={"loop_bench_stage": stage, "loop_bench_probe": probe.key},
+        )
+        extension = response["flywheel"]
+        citations = extension["citations"]
+        source_ranks = ()
+        if question.source is not None:
+            source_ranks = tuple(
+                citation["rank"]
+                for citation in citations
+                if citation_is_source(
+                    citation, source=question.source, faq_sources=self.faq_sources
+                )
+            )
+        passages = self.api.interaction(extension["interaction_id"])["retrieved"] if rag else []
+        answer = response["choices"][0]["message"]["content"]
+        index_version = extension["index_version"]
+        return Observation(
+            stage=stage,
+            probe=probe,
+            interaction_id=extension["interaction_id"],
+            answer=answer,
+            retrieval=rag,
+            citations=[
+                {"source_uri": c["source_uri"], "document_id": c["document_id"]} for c in citations
+            ],
+            source_ranks=source_ranks,
+            passages_read=passages_read_count(passages),
+            verdict=answer_judge(
+                answer=answer,
+                reference=question.answer,
+                question=probe.text,
+                threshold=self.settings.oracle_threshold,
+            ),
+            model_version=extension["model_version"]["name"],
+            index_version=index_version["number"] if index_version else None,
+        )
+
+    def _ask_all(self, probes: list[Probe], *, stage: str, rag: bool) -> list[Observation]:
+        observations, started = [], time.monotonic()
+        for number, probe in enumerate(probes, start=1):
+            observations.append(self._ask(probe, stage=stage, rag=rag))
+            if number % PROGRESS_EVERY_ANSWERS == 0 and number < len(probes):
+                pace = (time.monotonic() - started) / number
+                self.log(f"  {stage}: {number}/{len(probes)} answers, {pace:.1f}s each")
+        return observations
+
+    def _stage(self, name: str, label: str, *, turn: int, rag: bool, note: str = "") -> StageResult:
+        self.log(f"Measuring {label}: {len(self.probes)} questions")
+        started = time.monotonic()
+        observations = self._ask_all(self.probes, stage=name, rag=rag)
+        stage = StageResult(
+            name=name,
+            label=label,
+            turn=turn,
+            rag=rag,
+            note=note,
+            observations=observations,
+            wall_seconds=time.monotonic() - started,
+        )
+        self.result.stages.append(stage)
+        self.log(_stage_summary_line(stage))
+        self.on_progress(self.result)
+        return stage
+
+    # --- one turn of the loop --------------------------------------------------------------------
+
+    def _turn(self, turn: int) -> None:
+        started = time.monotonic()
+        record: dict = {"turn": turn}
+        self.result.turns.append(record)
+        asked = self._users_ask(turn)
+        record.update(self._rate(asked, turn=turn))
+        record["corrected"] = self._approve_corrections(asked)
+        record["curation"] = self._wait_for_curation()
+        record.update(self._snapshot_and_refresh())
+        training_job_id = None
+        if self.settings.train_steps:
+            # The training worker trains while this process measures the refresh: two cores,
+            # one busy process each.
+            self.log(f"Turn {turn}: LoRA training, {self.settings.train_steps} steps")
+            training_job_id = self._training_start(dataset_version=record["dataset_version"])
+        self._stage(f"turn{turn}_refresh", f"turn {turn}: index refresh", turn=turn, rag=True)
+        if training_job_id is not None:
+            record["training"] = self._training_finish_and_measure(
+                turn, training_job_id=training_job_id
+            )
+        record["wall_seconds"] = round(time.monotonic() - started, 1)
+        self.on_progress(self.result)
+
+    def _serving_now(self) -> tuple[str, int | None]:
+        production = next(
+            v["name"] for v in self.api.model_versions() if v["status"] == "production"
+        )
+        active = next(
+            (v["number"] for v in self.api.index_versions() if v["status"] == "active"), None
+        )
+        return production, active
+
+    def _users_ask(self, turn: int) -> list[Observation]:
+        """The training questions as production serves them now: the latest stage that
+        production's model version and active index served. There is always one, since a
+        candidate measured without the gate's blessing is demoted again at once."""
+        serving = self._serving_now()
+        stage = next(
+            (s for s in reversed(self.result.stages) if s.rag and s.served_by == {serving}), None
+        )
+        if stage is None:
+            raise LoopBenchError(f"production ({serving}) changed outside the benchmark")
+        self.log(f"Turn {turn}: the users' answers are those of '{stage.label}'")
+        return [o for o in stage.observations if o.probe.group == ProbeGroup.TRAIN]
+
+    def _rate(self, asked: list[Observation], *, turn: int) -> dict:
+        ratings = [
+            rating_payload(
+                interaction_id=o.interaction_id,
+                rater_id=f"loop-bench-user-{o.probe.key}",
+                verdict=o.verdict,
+                reference=o.probe.question.answer,
+            )
+            for o in asked
+        ]
+        self.api.ratings_submit(ratings)
+        up = sum(rating["thumb"] == "up" for rating in ratings)
+        self.log(f"Turn {turn}: rated {up} answers right and {len(ratings) - up} wrong")
+        return {"rated_right": up, "rated_wrong": len(ratings) - up}
+
+    def _approve_corrections(self, asked: list[Observation]) -> dict[str, str]:
+        """The reviewers' verdict on each corrected answer: the user's correction (the
+        reference) becomes the ideal answer, which the index refresh turns into an FAQ entry.
+        Returns the FAQ entry to be, `faq:<review id>`, of each corrected question."""
+        corrected = {}
+        for observation in (o for o in asked if not o.verdict.correct):
+            review = review_submit(
+                interaction=Interaction.objects.get(pk=observation.interaction_id),
+                reviewer=self.setup.reviewer,
+                decision=Review.Decision.CORRECTED,
+                ideal_answer=observation.probe.question.answer,
+                note="Simulated reviewer: the user's correction matches the reference.",
+            )
+            corrected[observation.probe.key] = f"faq:{review.pk}"
+            if observation.probe.question.source is not None:
+                self.faq_sources[f"faq:{review.pk}"] = observation.probe.question.source
+        return corrected
+
+    def _wait_for_curation(self) -> dict:
+        project = self.setup.project
+        started = time.monotonic()
+        poll_until(
+            lambda: not interactions_needing_curation().get(project.pk),
+            what="curation of the rated interactions on the workers",
+            deadline_seconds=self.settings.curation_deadline_seconds,
+        )
+        examples = InstructionExample.objects.filter(project=project)
+        counts = {
+            status: examples.filter(status=status).count()
+            for status in InstructionExample.Status.values
+        }
+        self.log(f"Curated in {time.monotonic() - started:.0f}s: {counts}")
+        return counts
+
+    def _snapshot_and_refresh(self) -> dict:
+        deadline = self.settings.job_deadline_seconds
+        snapshot = self.api.job_start(Job.Kind.DATASET_SNAPSHOT)
+        refresh = self.api.job_start(Job.Kind.INDEX_REFRESH)
+        snapshot = self.api.job_wait(snapshot["id"], deadline_seconds=deadline)
+        refresh = self.api.job_wait(refresh["id"], deadline_seconds=deadline)
+        metrics = refresh["metrics"]
+        self.log(
+            f"Dataset v{snapshot['metrics']['dataset_version']}; index "
+            f"v{metrics['index_version']} active with {metrics['stats']['corrections']} "
+            "FAQ entries"
+        )
+        return {
+            "dataset_version": snapshot["metrics"]["dataset_version"],
+            "dataset_counts": {
+                key: value
+                for key, value in snapshot["metrics"].items()
+                if key not in {"dataset_version", "created"}
+            },
+            "index_version": metrics["index_version"],
+            "index_stats": metrics["stats"],
+            "index_refresh_evaluation": metrics["corrections"],
+        }
+
+    def _training_start(self, *, dataset_version: int) -> int:
+        """Start LoRA training on the turn's dataset version; the job's id."""
+        parameters = {"dataset_version": dataset_version, **self.settings.training_parameters()}
+        return self.api.job_start(Job.Kind.LORA_TRAINING, parameters)["id"]
+
+    def _training_finish_and_measure(self, turn: int, *, training_job_id: int) -> dict:
+        """Wait for the training and the evaluation it queued, apply the gate's verdict and
+        measure the candidate (see the module's docstring for a refused one)."""
+        deadline = self.settings.job_deadline_seconds
+        training = self.api.job_wait(training_job_id, deadline_seconds=deadline)
+        candidate_id = training["model_version_id"]
+        evaluation = poll_until(
+            lambda: next(
+                (
+                    job
+                    for job in self.api.jobs()
+                    if job["kind"] == Job.Kind.EVALUATION
+                    and job["parameters"].get("model_version") == candidate_id
+                ),
+                None,
+            ),
+            what="the evaluation job of the candidate",
+            deadline_seconds=60,
+        )
+        evaluation = self.api.job_wait(evaluation["id"], deadline_seconds=deadline)
+        gate = evaluation["metrics"].get("gate", {})
+        versions = self.api.model_versions()
+        candidate = next(v for v in versions if v["id"] == candidate_id)
+        production = next(v for v in versions if v["status"] == "production")
+        self.log(f"Candidate {candidate['name']}: {gate.get('reason', 'no gate decision')}")
+        summary = {
+            "candidate": candidate["name"],
+            "steps": training["metrics"].get("steps"),
+            "train_loss": training["metrics"].get("train_loss"),
+            "tokens_per_second": training["metrics"].get("tokens_per_second"),
+            "training_seconds": _job_seconds(training),
+            "evaluation_seconds": _job_seconds(evaluation),
+            "gate": gate,
+            "promoted_by_gate": bool(gate.get("passed")),
+        }
+        name, label = f"turn{turn}_lora", f"turn {turn}: LoRA + refresh"
+        self.api.model_version_promote(candidate_id)
+        if gate.get("passed"):
+            self._stage(name, label, turn=turn, rag=True)
+        else:
+            try:
+                self._stage(
+                    name,
+                    f"{label} (not promoted)",
+                    turn=turn,
+                    rag=True,
+                    note=f"{candidate['name']} was promoted for this measurement only; "
+                    f"the gate kept {production['name']}",
+                )
+            finally:
+                self.api.model_version_promote(production["id"])
+        return summary
+
+
+def _job_seconds(job: dict) -> float | None:
+    if not (job.get("started_at") and job.get("finished_at")):
+        return None
+    started, finished = parse_datetime(job["started_at"]), parse_datetime(job["finished_at"])
+    return round((finished - started).total_seconds(), 1)
+
+
+def _percent(value: float | None) -> str:
+    return "—" if value is None else f"{100 * value:.0f}%"
+
+
+def _stage_summary_line(stage: StageResult) -> str:
+    parts = []
+    for group, figures in figures_by_group(stage.observations).items():
+        parts.append(
+            f"{group}: hit@1 {_percent(figures['hit_at_1'])} hit@5 {_percent(figures['hit_at_5'])}"
+            f" F1 {figures['token_f1']:.2f} right {_percent(figures['correct'])}"
+        )
+    pace = stage.wall_seconds / max(len(stage.observations), 1)
+    return f"  {stage.label} ({stage.wall_seconds:.0f}s, {pace:.1f}s/answer): " + "; ".join(parts)

@@ -1,0 +1,188 @@
+"""Model and index versions in the dashboard: what each is made of and where it came from,
+and, for admins, the pointer switches: promote, reject and roll back a model version, activate
+and roll back an index version.
+
+Each switch is a GET that asks for confirmation and says what will happen, then a POST that
+does it through flywheel.services; a switch that no longer applies when the POST arrives (the
+versions changed meanwhile) is refused with a message instead."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.contrib import messages
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods, require_safe
+
+from dashboard.selectors.versions import (
+    VERSIONS_LISTED,
+    index_version_get,
+    index_versions_for_project,
+    model_version_get,
+    model_versions_for_project,
+)
+from dashboard.views.access import project_view
+from flywheel.models import IndexVersion, ModelVersion
+from retrain.promotion import (
+    index_version_activate,
+    index_version_previous,
+    index_version_rollback,
+    model_version_previous,
+    model_version_promote,
+    model_version_reject,
+    model_version_rollback,
+)
+
+PROMOTABLE = (ModelVersion.Status.CANDIDATE, ModelVersion.Status.RETIRED,
+              ModelVersion.Status.REJECTED)  # fmt: skip
+REJECTABLE = (ModelVersion.Status.CANDIDATE,)
+ACTIVATABLE = (IndexVersion.Status.READY, IndexVersion.Status.RETIRED)
+
+
+@project_view("viewer")
+@require_safe
+def versions(request, project):
+    return render(request, "dashboard/versions.html", {
+        "project": project, "role": request.role, "section": "versions",
+        "model_versions": model_versions_for_project(project=project),
+        "index_versions": index_versions_for_project(project=project),
+        "model_rollback_target": model_version_previous(project=project),
+        "index_rollback_target": index_version_previous(project=project),
+        "promotable": PROMOTABLE, "rejectable": REJECTABLE, "activatable": ACTIVATABLE,
+        "versions_listed": VERSIONS_LISTED,
+    })  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Switch:
+    """One pointer switch as its confirmation page presents it."""
+
+    question: str
+    consequence: str
+    button: str
+    done: str
+    perform: Callable[[], object]
+    # Why the switch cannot be made now; empty when it can.
+    refusal: str = ""
+    # The version a rollback goes to, as the confirmation page named it.
+    target_id: int | None = None
+    dangerous: bool = False
+
+
+def _confirm_or_switch(request, project, switch: Switch):
+    if request.method == "POST":
+        if switch.refusal:
+            messages.warning(request, switch.refusal)
+        else:
+            switch.perform()
+            messages.success(request, switch.done)
+        return redirect("dashboard:versions", project_slug=project.slug)
+    return render(request, "dashboard/version_confirm.html", {
+        "project": project, "role": request.role, "section": "versions", "switch": switch,
+    })  # fmt: skip
+
+
+def _target_changed(request, target) -> bool:
+    """A rollback POST names the version its confirmation page showed; another switch since
+    then makes a different version the target, which the admin never confirmed."""
+    return request.method == "POST" and request.POST.get("target") != str(target.pk)
+
+
+def _model_version_or_404(project, version_id: int) -> ModelVersion:
+    version = model_version_get(project=project, version_id=version_id)
+    if version is None:
+        raise Http404("No such model version in this project")
+    return version
+
+
+@project_view("admin")
+@require_http_methods(["GET", "HEAD", "POST"])
+def model_version_promote_confirm(request, project, version_id: int):
+    version = _model_version_or_404(project, version_id)
+    refusal = ""
+    if version.status not in PROMOTABLE:
+        refusal = f"{version.name} is already in production."
+    return _confirm_or_switch(request, project, Switch(
+        question=f"Promote {version.name} to production?",
+        consequence="Serving answers with it from the next request on; the current production "
+        "version is retired and stays available for a rollback.",
+        button=f"Promote {version.name}", done=f"{version.name} is now in production.",
+        perform=lambda: model_version_promote(version=version), refusal=refusal,
+    ))  # fmt: skip
+
+
+@project_view("admin")
+@require_http_methods(["GET", "HEAD", "POST"])
+def model_version_reject_confirm(request, project, version_id: int):
+    version = _model_version_or_404(project, version_id)
+    refusal = ""
+    if version.status not in REJECTABLE:
+        status = version.get_status_display().lower()
+        refusal = f"Only candidates can be rejected; {version.name} is {status}."
+    return _confirm_or_switch(request, project, Switch(
+        question=f"Reject {version.name}?",
+        consequence="It leaves the candidates; it is kept, and can still be promoted later.",
+        button=f"Reject {version.name}", done=f"Rejected {version.name}.",
+        perform=lambda: model_version_reject(version=version), refusal=refusal, dangerous=True,
+    ))  # fmt: skip
+
+
+@project_view("admin")
+@require_http_methods(["GET", "HEAD", "POST"])
+def model_version_rollback_confirm(request, project):
+    target = model_version_previous(project=project)
+    if target is None:
+        refusal = "There is no earlier production version to roll back to."
+    elif _target_changed(request, target):
+        refusal = "The model versions changed since you confirmed; look at them again."
+    else:
+        refusal = ""
+    name = target.name if target else ""
+    return _confirm_or_switch(request, project, Switch(
+        question=f"Roll production back to {name}?" if target else "Roll back production?",
+        consequence=f"{name} was production before the current version; it serves again from "
+        "the next request on, and the current version is retired.",
+        button=f"Roll back to {name}", done=f"Rolled back: {name} is in production again.",
+        perform=lambda: model_version_rollback(project=project), refusal=refusal,
+        target_id=target.pk if target else None, dangerous=True,
+    ))  # fmt: skip
+
+
+@project_view("admin")
+@require_http_methods(["GET", "HEAD", "POST"])
+def index_version_activate_confirm(request, project, version_id: int):
+    version = index_version_get(project=project, version_id=version_id)
+    if version is None:
+        raise Http404("No such index version in this project")
+    refusal = ""
+    if version.status not in ACTIVATABLE:
+        status = version.get_status_display().lower()
+        refusal = f"Index v{version.number} is {status}; only a ready or retired one can be."
+    return _confirm_or_switch(request, project, Switch(
+        question=f"Activate index v{version.number}?",
+        consequence="Retrieval reads it from the next request on; the active version is "
+        "retired and stays available for a rollback.",
+        button=f"Activate v{version.number}", done=f"Index v{version.number} is now active.",
+        perform=lambda: index_version_activate(version=version), refusal=refusal,
+    ))  # fmt: skip
+
+
+@project_view("admin")
+@require_http_methods(["GET", "HEAD", "POST"])
+def index_version_rollback_confirm(request, project):
+    target = index_version_previous(project=project)
+    if target is None:
+        refusal = "There is no earlier index version to roll back to."
+    elif _target_changed(request, target):
+        refusal = "The index versions changed since you confirmed; look at them again."
+    else:
+        refusal = ""
+    number = target.number if target else None
+    return _confirm_or_switch(request, project, Switch(
+        question=f"Roll the index back to v{number}?" if target else "Roll back the index?",
+        consequence=f"v{number} was active before the current version; retrieval reads it "
+        "again from the next request on, and the current version is retired.",
+        button=f"Roll back to v{number}", done=f"Rolled back: index v{number} is active again.",
+        perform=lambda: index_version_rollback(project=project), refusal=refusal,
+        target_id=target.pk if target else None, dangerous=True,
+    ))  # fmt: skip

@@ -1,0 +1,42 @@
+"""Logging for apps that bring their own LLM: store interactions, read one back."""
+
+import uuid
+
+from django.http import HttpRequest
+from ninja import Router, Status
+
+from flywheel.api.auth import SecretKeyAuth
+from flywheel.api.errors import ApiError
+from flywheel.api.schemas import ErrorOut, InteractionBatchIn, InteractionBatchOut, InteractionOut
+from flywheel.selectors.interactions import interaction_get
+from flywheel.services.interactions import interactions_log_batch
+
+router = Router(tags=["interactions"], auth=SecretKeyAuth())
+
+
+@router.post(
+    "/interactions",
+    response={201: InteractionBatchOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut,
+              413: ErrorOut},
+    summary="Log interactions answered by your own LLM (1 to 1000)",
+)  # fmt: skip
+def interactions_log(request: HttpRequest, payload: InteractionBatchIn):
+    """Stores all the interactions or, if any is invalid, none. An interaction whose
+    `idempotency_key` was already logged is not stored again (`created: false`)."""
+    logged = interactions_log_batch(
+        project=request.api_key.project,
+        interactions=[item.dict() for item in payload.interactions],
+    )
+    return Status(201, {"interactions": logged})
+
+
+@router.get(
+    "/interactions/{interaction_id}",
+    response={200: InteractionOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
+    summary="One interaction, in full",
+)
+def interaction_detail(request: HttpRequest, interaction_id: uuid.UUID):
+    interaction = interaction_get(project=request.api_key.project, interaction_id=interaction_id)
+    if interaction is None:
+        raise ApiError(404, f"No interaction {interaction_id} in this project.", code="not_found")
+    return interaction

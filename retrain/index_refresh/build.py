@@ -1,0 +1,130 @@
+"""Build a new index version from the current documents and the approved corrections:
+passages whose text is unchanged keep their vectors, only new ones are embedded."""
+
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Max
+
+from flywheel.chunking import document_chunks
+from flywheel.models import Chunk, Document, IndexVersion, Project
+from flywheel.services.indexing import (
+    chunking_options_from_settings,
+    embedding_model_name,
+    embeddings_for_passages,
+    passage_for_embedding,
+    passage_hash,
+)
+
+
+@dataclass(frozen=True)
+class CorrectionEntry:
+    """An approved correction as the index holds it: the question and the ideal answer."""
+
+    review_id: int
+    question: str
+    answer: str
+
+
+def faq_passage(entry: CorrectionEntry) -> str:
+    return f"Question: {entry.question}\nAnswer: {entry.answer}"
+
+
+def index_version_build(
+    *,
+    project: Project,
+    corrections: list[CorrectionEntry],
+    on_progress=None,
+    on_created=None,
+    built_by_job_id: int | None = None,
+) -> IndexVersion:
+    """Build a new, ready (not yet active) version from every current document and the given
+    approved corrections (as FAQ chunks). Passages whose text and embedding model are
+    unchanged reuse their stored vectors; only new passages are embedded."""
+    options = chunking_options_from_settings()
+    model = embedding_model_name()
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        latest = IndexVersion.objects.filter(project=project).aggregate(Max("number"))
+        version = IndexVersion.objects.create(
+            project=project,
+            number=(latest["number__max"] or 0) + 1,
+            status=IndexVersion.Status.BUILDING,
+            embedding_model=model,
+            chunking=options.as_dict(),
+            description="Built by an index refresh.",
+            built_by_job_id=built_by_job_id,
+        )
+    if on_created:
+        on_created(version)
+    documents = list(Document.objects.filter(project=project).order_by("pk"))
+    reused = embedded = 0
+    total = len(documents) + 1
+    for number, document in enumerate(documents, start=1):
+        drafts = document_chunks(
+            content=document.content, content_type=document.content_type, options=options
+        )
+        passages = [
+            passage_for_embedding(title=document.title, heading=d.heading, text=d.text)
+            for d in drafts
+        ]
+        hashes, vectors, fresh = _embeddings_counting_fresh(project, passages, model)
+        embedded += fresh
+        reused += len(passages) - fresh
+        Chunk.objects.bulk_create(
+            Chunk(
+                project=project, index_version=version, document=document,
+                position=draft.position, heading=draft.heading, text=draft.text,
+                metadata=document.metadata, content_hash=content_hash, embedding=vector,
+            )
+            for draft, content_hash, vector in zip(drafts, hashes, vectors, strict=True)
+        )  # fmt: skip
+        if on_progress:
+            on_progress(number, total)
+    faq_passages = [faq_passage(entry) for entry in corrections]
+    hashes, vectors, fresh = _embeddings_counting_fresh(project, faq_passages, model)
+    embedded += fresh
+    reused += len(faq_passages) - fresh
+    Chunk.objects.bulk_create(
+        Chunk(
+            project=project, index_version=version, document=None, kind=Chunk.Kind.FAQ,
+            review_id=entry.review_id, position=position, heading="Approved correction",
+            text=passage, metadata={"faq": True}, content_hash=content_hash, embedding=vector,
+        )
+        for position, (entry, passage, content_hash, vector) in enumerate(
+            zip(corrections, faq_passages, hashes, vectors, strict=True)
+        )
+    )  # fmt: skip
+    version.status = IndexVersion.Status.READY
+    version.stats = {
+        "documents": len(documents),
+        "corrections": len(corrections),
+        "chunks": version.chunks.count(),
+        "embeddings_reused": reused,
+        "embeddings_computed": embedded,
+    }
+    version.save(update_fields=["status", "stats", "updated_at"])
+    # Every document's current content is now indexed (in this version).
+    for document in documents:
+        Document.objects.filter(pk=document.pk, content_hash=document.content_hash).update(
+            indexed_hash=document.content_hash
+        )
+    if on_progress:
+        on_progress(total, total)
+    return version
+
+
+def _embeddings_counting_fresh(project: Project, passages: list[str], model: str):
+    if not passages:
+        return [], [], 0
+    hashes = [passage_hash(passage=p, embedding_model=model) for p in passages]
+    known = set(
+        Chunk.objects.filter(project=project, content_hash__in=set(hashes)).values_list(
+            "content_hash", flat=True
+        )
+    )
+    fresh = len({h for h in hashes if h not in known})
+    hashes, vectors = embeddings_for_passages(
+        project=project, passages=passages, embedding_model=model
+    )
+    return hashes, vectors, fresh

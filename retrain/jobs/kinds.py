@@ -1,0 +1,22 @@
+"""Job kinds: what each runs and which parameters it takes. Registered at app start."""
+
+from retrain.datasets import job as snapshot
+from retrain.evaluation import job as evaluation
+from retrain.index_refresh import job as index_refresh
+from retrain.jobs.lifecycle import register_job_kind
+from retrain.models import Job
+from retrain.tasks import curation as curation_tasks
+from retrain.tasks import indexing as indexing_tasks
+from retrain.tasks import training as training_tasks
+from retrain.training import job as training
+
+
+def register_all() -> None:
+    register_job_kind(Job.Kind.DATASET_SNAPSHOT, task=curation_tasks.run_dataset_snapshot,
+                      validate=snapshot.validate_parameters)  # fmt: skip
+    register_job_kind(Job.Kind.INDEX_REFRESH, task=indexing_tasks.run_index_refresh,
+                      validate=index_refresh.validate_parameters)  # fmt: skip
+    register_job_kind(Job.Kind.LORA_TRAINING, task=training_tasks.run_lora_training,
+                      validate=training.validate_parameters)  # fmt: skip
+    register_job_kind(Job.Kind.EVALUATION, task=training_tasks.run_evaluation,
+                      validate=evaluation.validate_parameters)  # fmt: skip
