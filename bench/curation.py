@@ -503,7 +503,7 @@ def project_load(*, database_url: str, count: int, questions, vectors, slug: str
         reviewer_id=reviewer.pk,
     )  # fmt: skip
     for table_name, columns, rows in [
-        ("feedback_interaction", INTERACTION_COLUMNS, generated.interactions),
+        ("flywheel_interaction", INTERACTION_COLUMNS, generated.interactions),
         ("feedback_rating", RATING_COLUMNS, generated.ratings),
         ("feedback_review", REVIEW_COLUMNS, generated.reviews),
     ]:
@@ -533,13 +533,13 @@ def project_of_distinct_questions_copy(*, source, slug: str):
     with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMPORARY TABLE copied AS SELECT id AS source_id, gen_random_uuid() AS id "
-            "FROM feedback_interaction WHERE project_id = %s",
+            "FROM flywheel_interaction WHERE project_id = %s",
             [source.pk],
         )
         cursor.execute(
-            f"INSERT INTO feedback_interaction (id, project_id, {', '.join(interaction_columns)}) "
+            f"INSERT INTO flywheel_interaction (id, project_id, {', '.join(interaction_columns)}) "
             f"SELECT copied.id, %s, {listed(interaction_columns, 'source')} "
-            "FROM feedback_interaction AS source JOIN copied ON copied.source_id = source.id",
+            "FROM flywheel_interaction AS source JOIN copied ON copied.source_id = source.id",
             [target.pk],
         )
         cursor.execute(
@@ -558,7 +558,7 @@ def project_of_distinct_questions_copy(*, source, slug: str):
             [target.pk],
         )
         cursor.execute("DROP TABLE copied")
-        for table_name in ("feedback_interaction", "feedback_rating", "retrain_instructionexample"):
+        for table_name in ("flywheel_interaction", "feedback_rating", "retrain_instructionexample"):
             cursor.execute(f"ANALYZE {table_name}")
     return target
 

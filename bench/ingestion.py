@@ -122,7 +122,7 @@ def table_clear() -> None:
     from django.db import connection
 
     with connection.cursor() as cursor:
-        cursor.execute("TRUNCATE feedback_interaction CASCADE")
+        cursor.execute("TRUNCATE flywheel_interaction CASCADE")
 
 
 def stored_count(project_id: int) -> int:
@@ -171,7 +171,7 @@ def ingest_with_copy(*, database_url: str, project_id: int, batches: list[list[d
     encoding of the rows counts, as the API's parsing does."""
     import psycopg
 
-    statement = f"COPY feedback_interaction ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+    statement = f"COPY flywheel_interaction ({', '.join(COPY_COLUMNS)}) FROM STDIN"
     with psycopg.connect(database_url) as connection:
         started = time.perf_counter()
         for batch in batches:

@@ -1,11 +1,10 @@
 from django.conf import settings
-from django.http import HttpRequest
 from ninja import Router, Status
 
 from feedback.models import RatingSource
 from feedback.schemas import RatingBatchIn, RatingBatchOut
 from feedback.services.ratings import InteractionNotFound, ratings_submit_batch
-from flywheel.api.auth import RatingKeyAuth, SecretKeyAuth
+from flywheel.api.auth import ApiKeyRequest, RatingKeyAuth, SecretKeyAuth
 from flywheel.api.errors import ApiError, error_response
 from flywheel.api.schemas import ErrorOut
 from flywheel.models import ApiKey
@@ -22,7 +21,7 @@ ratings_router = Router(tags=["ratings"])
               413: ErrorOut, 429: ErrorOut},
     summary="Rate interactions: one rating, or {\"ratings\": [...]} (up to 500)",
 )  # fmt: skip
-def ratings_submit(request: HttpRequest, payload: RatingBatchIn):
+def ratings_submit(request: ApiKeyRequest, payload: RatingBatchIn):
     """Thumbs, a score from 1 to 5, a comment, a corrected answer and tags, by `rater_id`. A rater's
     new rating of an interaction replaces their earlier one (the history is kept).
 

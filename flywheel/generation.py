@@ -49,6 +49,10 @@ class Backend(ABC):
     ) -> Iterator[str | GeneratedText]:
         """Text pieces as they come, then one GeneratedText with the whole answer and usage."""
 
+    @abstractmethod
+    def write(self, prompt: str, max_tokens: int) -> str:
+        """A one-off instruction (query rewriting, HyDE): the text that answers `prompt`."""
+
 
 class LocalBackend(Backend):
     def __init__(self, *, base_model: str, adapter_path: str = "", model_name: str):

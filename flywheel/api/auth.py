@@ -1,6 +1,8 @@
 """API keys as Bearer tokens. Secret keys (fw_sk_) chat, log and read within their project;
 public keys (fw_pk_) may only rate, from their project's allowed origins."""
 
+from typing import cast
+
 from django.http import HttpRequest
 from ninja.security import HttpBearer
 
@@ -20,6 +22,14 @@ def api_key_from_token(token: str) -> ApiKey:
     return api_key
 
 
+class ApiKeyRequest(HttpRequest):
+    """The request an endpoint behind `SecretKeyAuth` or `RatingKeyAuth` receives: the auth class
+    has set `api_key`. Only for typing: ninja passes the plain HttpRequest, and it recognises the
+    request parameter by its name, `request`, whatever its annotation."""
+
+    api_key: ApiKey
+
+
 class SecretKeyAuth(HttpBearer):
     """Accepts a project's secret keys; a public key is refused with 403."""
 
@@ -32,7 +42,7 @@ class SecretKeyAuth(HttpBearer):
                 code="public_key_not_allowed",
             )
         api_key_record_use(api_key=api_key)
-        request.api_key = api_key
+        cast(ApiKeyRequest, request).api_key = api_key
         return api_key
 
 
@@ -51,5 +61,5 @@ class RatingKeyAuth(HttpBearer):
                     code="origin_not_allowed",
                 )
         api_key_record_use(api_key=api_key)
-        request.api_key = api_key
+        cast(ApiKeyRequest, request).api_key = api_key
         return api_key

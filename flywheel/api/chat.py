@@ -5,13 +5,14 @@ import time
 from collections.abc import Iterator
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
+from django.http import JsonResponse, StreamingHttpResponse
 from ninja import Router
 
-from flywheel.api.auth import SecretKeyAuth
+from flywheel.api.auth import ApiKeyRequest, SecretKeyAuth
 from flywheel.api.errors import ApiError
 from flywheel.api.schemas import ChatCompletionIn, ErrorOut
 from flywheel.generation import GenerationError, GenerationParameters
+from flywheel.models import Interaction
 from flywheel.services.chat import (
     ChatAnswer,
     ChatRequest,
@@ -53,9 +54,30 @@ def _chat_request(payload: ChatCompletionIn) -> ChatRequest:
     )
 
 
-def _extension(prepared: PreparedChat) -> dict:
+def _verified_answer_citation(interaction: Interaction) -> dict | None:
+    """A verified answer is cited as the review that approved it and the passages it rests
+    on."""
+    verified = interaction.verified_answer
+    if verified is None or interaction.answered_from != Interaction.AnsweredFrom.VERIFIED_ANSWER:
+        return None
+    match = interaction.metadata.get("flywheel", {}).get("verified_match", {})
+    return {
+        "id": verified.pk,
+        "review_id": verified.review_id,
+        "question": verified.question,
+        "similarity": match.get("similarity"),
+        "evidence": [
+            {key: passage.get(key) for key in ("document_id", "title", "source_uri", "heading")}
+            for passage in verified.evidence
+        ],
+    }
+
+
+def _extension(prepared: PreparedChat, answer: ChatAnswer) -> dict:
     retrieval = prepared.retrieval
     return {
+        "answered_from": answer.interaction.answered_from,
+        "verified_answer": _verified_answer_citation(answer.interaction),
         "interaction_id": str(prepared.interaction_id),
         "model_version": {"id": prepared.model_version.pk, "name": prepared.model_version.name},
         "index_version": (
@@ -109,7 +131,7 @@ def _stream_events(prepared: PreparedChat, *, include_usage: bool) -> Iterator[s
         for item in chat_stream(prepared=prepared):
             if isinstance(item, ChatAnswer):
                 final = {"index": 0, "delta": {}, "finish_reason": item.generated.finish_reason}
-                yield _sse(base | {"choices": [final], "flywheel": _extension(prepared)})
+                yield _sse(base | {"choices": [final], "flywheel": _extension(prepared, item)})
                 if include_usage:
                     yield _sse(base | {"choices": [], "usage": _usage(item)})
             else:
@@ -129,12 +151,15 @@ def _stream_events(prepared: PreparedChat, *, include_usage: bool) -> Iterator[s
               502: ErrorOut},
     summary="Create a chat completion (OpenAI-compatible, with RAG)",
 )  # fmt: skip
-def chat_completions(request: HttpRequest, payload: ChatCompletionIn):
+def chat_completions(request: ApiKeyRequest, payload: ChatCompletionIn):
     """Answers with retrieval-augmented generation by the project's production model version.
 
     Every call is logged as an Interaction; its id comes back in `flywheel.interaction_id` and
     in the `X-Flywheel-Interaction-Id` header. `flywheel.citations` lists the retrieved
-    passages. With `stream: true` the answer arrives as server-sent events.
+    passages; `flywheel.answered_from` says how the answer was made (`generated`,
+    `verified_answer` — then `flywheel.verified_answer` cites the approving review and the
+    passages it rests on — or `quote`). With `stream: true` the answer arrives as server-sent
+    events.
     """
     project = request.api_key.project
     try:
@@ -144,14 +169,14 @@ def chat_completions(request: HttpRequest, payload: ChatCompletionIn):
 
     if payload.stream:
         include_usage = bool(payload.stream_options and payload.stream_options.include_usage)
-        response = StreamingHttpResponse(
+        stream = StreamingHttpResponse(
             _stream_events(prepared, include_usage=include_usage),
             content_type="text/event-stream",
         )
-        response["Cache-Control"] = "no-cache"
-        response["X-Accel-Buffering"] = "no"  # tell proxies not to hold the stream back
-        response[INTERACTION_HEADER] = str(prepared.interaction_id)
-        return response
+        stream["Cache-Control"] = "no-cache"
+        stream["X-Accel-Buffering"] = "no"  # tell proxies not to hold the stream back
+        stream[INTERACTION_HEADER] = str(prepared.interaction_id)
+        return stream
 
     try:
         answer = chat_complete(prepared=prepared)
@@ -170,7 +195,7 @@ def chat_completions(request: HttpRequest, payload: ChatCompletionIn):
             }
         ],
         "usage": _usage(answer),
-        "flywheel": _extension(prepared),
+        "flywheel": _extension(prepared, answer),
     }
     response = JsonResponse(body)
     response[INTERACTION_HEADER] = str(prepared.interaction_id)

@@ -1,7 +1,6 @@
-from django.http import HttpRequest
 from ninja import Router, Status
 
-from flywheel.api.auth import SecretKeyAuth
+from flywheel.api.auth import ApiKeyRequest, SecretKeyAuth
 from flywheel.api.errors import ApiError
 from flywheel.api.schemas import DocumentBatchIn, DocumentBatchOut, DocumentOut, ErrorOut
 from flywheel.selectors.documents import document_with_index_state
@@ -15,7 +14,7 @@ router = Router(tags=["knowledge base"], auth=SecretKeyAuth())
     response={202: DocumentBatchOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut},
     summary="Add or update documents (batch)",
 )
-def documents_add(request: HttpRequest, payload: DocumentBatchIn):
+def documents_add(request: ApiKeyRequest, payload: DocumentBatchIn):
     """Stores the documents by `source_uri` and queues the new and changed ones for chunking
     and embedding on the `index` queue. An unchanged document is a no-op."""
     results = documents_upsert_and_enqueue(
@@ -38,7 +37,7 @@ def documents_add(request: HttpRequest, payload: DocumentBatchIn):
     response={200: DocumentOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
     summary="A document and whether its current content is indexed",
 )
-def document_detail(request: HttpRequest, document_id: int):
+def document_detail(request: ApiKeyRequest, document_id: int):
     document = document_with_index_state(project=request.api_key.project, document_id=document_id)
     if document is None:
         raise ApiError(404, f"No document {document_id} in this project.", code="not_found")

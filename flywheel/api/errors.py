@@ -62,7 +62,12 @@ def _location(loc) -> str:
     return ".".join(parts)
 
 
-def _validation_error(request: HttpRequest, error: ValidationError) -> JsonResponse:
+# ninja types a handler's exception as `E | type[E]` (its `ExcHandler`); it passes the instance it
+# caught, which the handlers below assert where they read it.
+def _validation_error(
+    request: HttpRequest, error: ValidationError | type[ValidationError]
+) -> JsonResponse:
+    assert isinstance(error, ValidationError)
     details = []
     for item in error.errors:
         details.append({"param": _location(item.get("loc", ())), "message": item.get("msg", "")})
@@ -99,14 +104,15 @@ def install_error_handlers(api: NinjaAPI) -> None:
         Http404, lambda request, error: error_response(404, "Not found.", code="not_found")
     )
 
-    def _http_error(request: HttpRequest, error: HttpError) -> JsonResponse:
+    def _http_error(request: HttpRequest, error: HttpError | type[HttpError]) -> JsonResponse:
+        assert isinstance(error, HttpError)
         if str(error).startswith("Cannot parse request body"):
             return error_response(400, "The request body is not valid JSON.", code="invalid_json")
         return error_response(error.status_code, str(error), code="http_error")
 
     api.add_exception_handler(HttpError, _http_error)
 
-    def _unexpected(request: HttpRequest, error: Exception) -> JsonResponse:
+    def _unexpected(request: HttpRequest, error: Exception | type[Exception]) -> JsonResponse:
         logger.exception("Unhandled error in %s %s", request.method, request.path)
         return error_response(500, "Internal server error.", code="internal_error")
 

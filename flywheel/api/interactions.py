@@ -2,10 +2,9 @@
 
 import uuid
 
-from django.http import HttpRequest
 from ninja import Router, Status
 
-from flywheel.api.auth import SecretKeyAuth
+from flywheel.api.auth import ApiKeyRequest, SecretKeyAuth
 from flywheel.api.errors import ApiError
 from flywheel.api.schemas import ErrorOut, InteractionBatchIn, InteractionBatchOut, InteractionOut
 from flywheel.selectors.interactions import interaction_get
@@ -20,7 +19,7 @@ router = Router(tags=["interactions"], auth=SecretKeyAuth())
               413: ErrorOut},
     summary="Log interactions answered by your own LLM (1 to 1000)",
 )  # fmt: skip
-def interactions_log(request: HttpRequest, payload: InteractionBatchIn):
+def interactions_log(request: ApiKeyRequest, payload: InteractionBatchIn):
     """Stores all the interactions or, if any is invalid, none. An interaction whose
     `idempotency_key` was already logged is not stored again (`created: false`)."""
     logged = interactions_log_batch(
@@ -35,7 +34,7 @@ def interactions_log(request: HttpRequest, payload: InteractionBatchIn):
     response={200: InteractionOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
     summary="One interaction, in full",
 )
-def interaction_detail(request: HttpRequest, interaction_id: uuid.UUID):
+def interaction_detail(request: ApiKeyRequest, interaction_id: uuid.UUID):
     interaction = interaction_get(project=request.api_key.project, interaction_id=interaction_id)
     if interaction is None:
         raise ApiError(404, f"No interaction {interaction_id} in this project.", code="not_found")

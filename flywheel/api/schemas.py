@@ -41,12 +41,14 @@ class FlywheelChatOptions(Schema):
     """Flywheel's extension of the request (the openai client sends it with `extra_body`)."""
 
     rag: bool = True
-    top_k: int | None = Field(None, ge=1, le=50)
+    top_k: int | None = Field(default=None, ge=1, le=50)
     mode: RetrievalMode = RetrievalMode.HYBRID
     filters: dict | None = None
-    query_variants: int = Field(0, ge=0, le=5, description="RAG-Fusion rephrasings to fuse in")
+    query_variants: int = Field(
+        default=0, ge=0, le=5, description="RAG-Fusion rephrasings to fuse in"
+    )
     hyde: bool = False
-    session_id: str = Field("", max_length=200)
+    session_id: str = Field(default="", max_length=200)
     metadata: dict = Field(default_factory=dict)
 
 

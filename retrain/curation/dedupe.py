@@ -72,6 +72,8 @@ def clusters_assign(
             if min(stored_distance, earlier_distance) > max_distance:
                 example.cluster = example.pk
             elif stored_distance <= earlier_distance:
+                # A finite distance: there is a stored example, hence its cluster.
+                assert stored_cluster is not None
                 example.cluster = stored_cluster
             else:
                 example.cluster = examples[earlier].cluster

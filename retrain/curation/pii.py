@@ -262,7 +262,7 @@ def _iban_shapes(text: str) -> Iterator[tuple[int, int, str]]:
         length = _IBAN_LENGTHS.get(match.group()[:2].upper())
         if length is None:
             continue
-        compact = []
+        compact: list[str] = []
         position = match.start()
         # Single spaces may separate the groups.
         while len(compact) < length and position < len(text):
@@ -479,7 +479,7 @@ def pii_evaluate(labelled: Iterable[tuple[str, list[PiiFinding]]]) -> dict[str, 
     """Span-level recall and precision for every kind of `PLACEHOLDERS` (an undetected kind
     shows what is missed), plus "detected kinds" together. Each label matches at most one
     finding and each finding at most one label."""
-    counts = {kind: Counter() for kind in PLACEHOLDERS}
+    counts: dict[str, Counter[str]] = {kind: Counter() for kind in PLACEHOLDERS}
     for text, labels in labelled:
         unmatched = list(labels)
         for found in pii_find(text):

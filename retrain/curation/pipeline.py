@@ -119,7 +119,9 @@ def interactions_curate(*, project: Project, interaction_ids) -> CurationSummary
             )
         }
         status_before = {example.pk: example.status for example in stored.values()}
-        removed, updated, created = [], [], []
+        removed: list[InstructionExample] = []
+        updated: list[InstructionExample] = []
+        created: list[InstructionExample] = []
         for interaction in interactions:
             ratings = list(interaction.ratings.all())
             reviews = list(interaction.reviews.all())

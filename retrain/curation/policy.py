@@ -10,7 +10,8 @@ from retrain.models import CurationPolicy, InstructionExample
 Signal = InstructionExample.Signal
 Status = InstructionExample.Status
 
-QUALITY = {
+# Looked up by the stored str (`CurationDecision.signal`): a Signal equals and hashes as its value.
+QUALITY: dict[str, int] = {
     Signal.REVIEWER_CORRECTION: 50,
     Signal.REVIEWER_APPROVED: 40,
     Signal.USER_CORRECTION: 30,

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -72,13 +73,22 @@ class JobContext:
             Job.objects.filter(pk=self.job_id).update(metrics={**job.metrics, **metrics})
 
 
+class JobTask(Protocol):
+    """What the registry uses of a job kind's Celery task (a `shared_task` on celery's
+    DjangoTask): enqueue it with the job's id, now or once the transaction commits."""
+
+    def delay(self, job_id: int, /) -> object: ...
+
+    def delay_on_commit(self, job_id: int, /) -> object: ...
+
+
 # kind -> the function that validates and normalises its parameters
 _PARAMETER_VALIDATORS: dict[str, Callable[[dict], dict]] = {}
 # kind -> the Celery task that runs it
-_TASKS: dict[str, object] = {}
+_TASKS: dict[str, JobTask] = {}
 
 
-def register_job_kind(kind: str, *, task, validate: Callable[[dict], dict]) -> None:
+def register_job_kind(kind: str, *, task: JobTask, validate: Callable[[dict], dict]) -> None:
     _TASKS[kind] = task
     _PARAMETER_VALIDATORS[kind] = validate
 

@@ -15,7 +15,7 @@ from flywheel.models import Interaction
 from retrain.curation.policy import curation_policy_get
 from retrain.datasets.snapshot import dataset_snapshot
 from retrain.models import CurationPolicy, DatasetVersion, InstructionExample
-from retrain.views import policy as policy_views
+from dashboard.views import policy as policy_views
 from tests.conftest import user_with_role
 from tests.factories import ProjectFactory, curate, served
 

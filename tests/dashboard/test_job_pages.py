@@ -711,8 +711,8 @@ def lineage(project):
     candidate = _model_version(
         project,
         "lora-1",
-        dataset_version=dataset,
-        training_job=training,
+        dataset_version_id=dataset.pk,
+        training_job_id=training.pk,
         parent=base,
         adapter_path="/var/artifacts/lora-1",
         metrics={"evaluation": {"gate": gate}},
@@ -847,7 +847,7 @@ def _faq_chunk(index, review) -> Chunk:
         project=index.project,
         index_version=index,
         kind=Chunk.Kind.FAQ,
-        review=review,
+        review_id=review.pk,
         position=0,
         text="Question: …\nAnswer: …",
         content_hash=f"faq-{review.pk}",
@@ -874,7 +874,7 @@ def test_the_versions_page_lists_each_index_version_with_its_corrections(client,
     )
     refresh = _job(project, Job.Kind.INDEX_REFRESH, state=Job.State.SUCCEEDED)
     index = _index_version(
-        project, 2, built_by_job=refresh, stats={"embeddings_reused": 12, "embeddings_computed": 3}
+        project, 2, built_by_job_id=refresh.pk, stats={"embeddings_reused": 12, "embeddings_computed": 3}
     )
     _faq_chunk(index, review)
 

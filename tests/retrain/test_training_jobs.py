@@ -108,8 +108,8 @@ def test_a_trained_candidate_that_beats_production_is_promoted_and_served_then_r
     assert training.state == "succeeded", training.error
     assert [p["step"] for p in training.metrics["loss_curve"]] == list(range(1, 13))
     candidate = training.model_version
-    assert candidate.dataset_version == training.dataset_version
-    assert candidate.parent == base and candidate.training_job == training
+    assert candidate.dataset_version_id == training.dataset_version_id
+    assert candidate.parent == base and candidate.training_job_id == training.pk
     assert (job_output_dir(training) / "adapter" / "adapter_config.json").exists()
 
     evaluation_job = wait_for(
@@ -215,4 +215,4 @@ def test_cancelling_a_training_job_stops_it_and_removes_its_files(client, traini
     assert finished.state == "cancelled"
     assert len(finished.metrics["loss_curve"]) < 200
     assert not job_output_dir(finished).exists()
-    assert not ModelVersion.objects.filter(training_job=finished).exists()
+    assert not ModelVersion.objects.filter(training_job_id=finished.pk).exists()
