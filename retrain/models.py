@@ -217,6 +217,7 @@ class Job(models.Model):
         LORA_TRAINING = "lora_training", "LoRA training"
         EVALUATION = "evaluation", "Evaluation"
         DATASET_SNAPSHOT = "dataset_snapshot", "Dataset snapshot"
+        RETRIEVER_TRAINING = "retriever_training", "Retriever training"
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"

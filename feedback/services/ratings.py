@@ -22,10 +22,10 @@ def rating_submit(
     interaction: Interaction,
     rater_id: str,
     source: str,
-    thumb: str = "",
+    thumb: str | None = "",
     score: int | None = None,
-    comment: str = "",
-    correction: str = "",
+    comment: str | None = "",
+    correction: str | None = "",
     tags: list[str] | None = None,
 ) -> Rating:
     """Record a rating; it replaces the rater's earlier one, which stays in the history."""

@@ -10,13 +10,29 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
 from feedback.models import LOW_SCORE_MAX, Rating, Review, ReviewLease
-from flywheel.models import Interaction, Project
+from flywheel.models import Interaction, Project, VerifiedAnswer
 
 
 class QueuePriority:
+    STALE_VERIFIED_ANSWER = -1  # reviewed, but a document its verified answer rests on changed
     NEGATIVE = 0  # a thumbs-down or a suggested correction
     LOW_SCORE = 1  # a score of LOW_SCORE_MAX or less
     SAMPLED = 2  # the random sample of everything else
+
+
+def awaits_review(interaction: OuterRef) -> Q:
+    """Never reviewed, or reviewed but its verified answer went stale: a document it rests on
+    changed after approval, so a reviewer must look again before it is served."""
+    stale = VerifiedAnswer.objects.filter(
+        interaction=interaction, status=VerifiedAnswer.Status.STALE
+    )
+    return Q(~Exists(Review.objects.filter(interaction=interaction))) | Q(Exists(stale))
+
+
+def interaction_awaits_review(*, interaction: Interaction) -> bool:
+    return (
+        Interaction.objects.filter(pk=interaction.pk).filter(awaits_review(OuterRef("pk"))).exists()
+    )
 
 
 def review_queue_candidates(*, project: Project, reviewer, exclude_ids=()):
@@ -27,7 +43,7 @@ def review_queue_candidates(*, project: Project, reviewer, exclude_ids=()):
     return (
         Interaction.objects.filter(project=project)
         .exclude(pk__in=list(exclude_ids))
-        .filter(~Exists(Review.objects.filter(interaction=OuterRef("pk"))))
+        .filter(awaits_review(OuterRef("pk")))
         .filter(
             ~Exists(
                 ReviewLease.objects.filter(interaction=OuterRef("pk"), expires_at__gt=now).exclude(
@@ -38,15 +54,21 @@ def review_queue_candidates(*, project: Project, reviewer, exclude_ids=()):
         .annotate(
             negative=Exists(ratings.filter(Q(thumb="down") | ~Q(correction=""))),
             low_score=Exists(ratings.filter(score__lte=LOW_SCORE_MAX)),
+            stale=Exists(
+                VerifiedAnswer.objects.filter(
+                    interaction=OuterRef("pk"), status=VerifiedAnswer.Status.STALE
+                )
+            ),
             # hashtext() spreads ids evenly and gives the same answer on every call.
             sampled=RawSQL(
-                "abs(hashtext(feedback_interaction.id::text)) %% 100 < %s",
+                "abs(hashtext(flywheel_interaction.id::text)) %% 100 < %s",
                 [settings.FLYWHEEL_REVIEW_SAMPLE_PERCENT],
             ),
         )
-        .filter(Q(negative=True) | Q(low_score=True) | Q(sampled=True))
+        .filter(Q(stale=True) | Q(negative=True) | Q(low_score=True) | Q(sampled=True))
         .annotate(
             priority=Case(
+                When(stale=True, then=Value(QueuePriority.STALE_VERIFIED_ANSWER)),
                 When(negative=True, then=Value(QueuePriority.NEGATIVE)),
                 When(low_score=True, then=Value(QueuePriority.LOW_SCORE)),
                 default=Value(QueuePriority.SAMPLED),
@@ -66,9 +88,7 @@ def _review_queue_still_unclaimed(*, interaction: Interaction, reviewer) -> bool
     claimed_by_others = ReviewLease.objects.filter(
         interaction=interaction, expires_at__gt=timezone.now()
     ).exclude(reviewer=reviewer)
-    return not (
-        claimed_by_others.exists() or Review.objects.filter(interaction=interaction).exists()
-    )
+    return not claimed_by_others.exists() and interaction_awaits_review(interaction=interaction)
 
 
 def review_queue_next(*, project: Project, reviewer, exclude_ids=()) -> Interaction | None:
@@ -84,7 +104,7 @@ def review_queue_next(*, project: Project, reviewer, exclude_ids=()) -> Interact
             ReviewLease.objects.select_for_update()
             .filter(reviewer=reviewer, interaction__project=project, expires_at__gt=timezone.now())
             .exclude(interaction_id__in=list(exclude_ids))
-            .exclude(interaction__reviews__isnull=False)
+            .filter(awaits_review(OuterRef("interaction")))
             .first()
         )
         if held:

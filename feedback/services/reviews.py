@@ -3,9 +3,14 @@ submitted directly or from a leased queue item."""
 
 from django.db import transaction
 
-from feedback.models import Review, ReviewLease
+from feedback.models import Rating, Review, ReviewLease
+from feedback.services.review_queue import interaction_awaits_review
 from feedback.signals import feedback_announce_after_commit
 from flywheel.models import Interaction
+from flywheel.services.verified_answers import (
+    verified_answer_publish,
+    verified_answers_withdraw,
+)
 
 
 def review_submit(
@@ -26,8 +31,38 @@ def review_submit(
             note=note,
         )
         ReviewLease.objects.filter(interaction=interaction).delete()
+        verified_answer_sync(interaction=interaction, review=review)
         feedback_announce_after_commit(interaction_id=interaction.pk, kind="review")
     return review
+
+
+def approved_answer(*, review: Review) -> str:
+    """What a review approves as the answer to its question: the reviewer's ideal answer, or
+    the end user's correction a reviewer approved ("" when it approves none)."""
+    if review.decision == Review.Decision.CORRECTED:
+        return review.ideal_answer
+    if review.decision == Review.Decision.APPROVED:
+        correction = (
+            Rating.objects.filter(interaction_id=review.interaction_id)
+            .exclude(correction="")
+            .order_by("-updated_at", "-pk")
+            .values_list("correction", flat=True)
+            .first()
+        )
+        return (correction or "").strip()
+    return ""
+
+
+def verified_answer_sync(*, interaction: Interaction, review: Review) -> None:
+    """The latest review decides the interaction's verified answer: an approved answer is
+    published (replacing an earlier one); anything else withdraws it."""
+    answer = approved_answer(review=review)
+    if answer:
+        verified_answer_publish(interaction=interaction, review_id=review.pk, answer=answer)
+    else:
+        verified_answers_withdraw(
+            interaction=interaction, reason=f"review {review.pk}: {review.decision}"
+        )
 
 
 def review_lease_release(*, interaction: Interaction, reviewer) -> None:
@@ -61,7 +96,7 @@ def review_submit_leased(
     """
     with transaction.atomic():
         Interaction.objects.select_for_update().only("pk").get(pk=interaction.pk)
-        if Review.objects.filter(interaction=interaction).exists():
+        if not interaction_awaits_review(interaction=interaction):
             raise ReviewLeaseLost(already_reviewed=True)
         if not ReviewLease.objects.filter(interaction=interaction, reviewer=reviewer).exists():
             raise ReviewLeaseLost(already_reviewed=False)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 
 import numpy as np
 from django.conf import settings
@@ -54,6 +55,7 @@ class RetrievedChunk:
     rank: int
     vector_similarity: float | None = None
     keyword_score: float | None = None
+    review_id: int | None = None  # an FAQ entry's approved correction
 
     def as_log_entry(self, *, index_version_id: int) -> dict:
         return {
@@ -179,12 +181,17 @@ def retrieve(
     options: RetrievalOptions,
     index_version: IndexVersion | None = None,
     write_text: Callable[[str, int], str] | None = None,
+    embedding_model: str | None = None,
 ) -> RetrievalResult:
     """Retrieve the `top_k` chunks for `query`.
 
     `write_text(prompt, max_tokens)` is the generator, needed only for query variants and HyDE.
+    The query is embedded by the model that embedded the index version (a fine-tuned
+    retriever once one is promoted), unless `embedding_model` names another.
     """
     index_version = index_version or active_index_version(project=project)
+    if embedding_model is None and index_version is not None and index_version.embedding_model:
+        embedding_model = index_version.embedding_model
     timings: dict[str, float] = {}
     queries = [query]
     hypothetical_answer = None
@@ -193,10 +200,12 @@ def retrieve(
         raise ValueError("query variants and HyDE need a generator")
     started = time.perf_counter()
     if options.query_variants:
+        assert write_text is not None  # checked above
         queries += query_variants_write(
             query=query, count=options.query_variants, write_text=write_text
         )
     if options.hyde:
+        assert write_text is not None  # checked above
         hypothetical_answer = write_text(
             "Write a short factual passage that answers the question.\n\n"
             f"Question: {query}\nPassage:",
@@ -207,7 +216,9 @@ def retrieve(
 
     started = time.perf_counter()
     texts_to_embed = list(queries) + ([hypothetical_answer] if hypothetical_answer else [])
-    embeddings = embed_texts(texts_to_embed)
+    embeddings = embed_texts(
+        texts_to_embed, path=Path(embedding_model) if embedding_model else None
+    )
     timings["embed_ms"] = (time.perf_counter() - started) * 1000
     query_embedding = embeddings[0]
 
@@ -265,6 +276,7 @@ def retrieve(
                 rank=rank,
                 vector_similarity=similarities.get(chunk_id),
                 keyword_score=keyword_scores.get(chunk_id),
+                review_id=chunk.review_id,
             )
         )
     timings["retrieve_ms"] = (time.perf_counter() - started) * 1000

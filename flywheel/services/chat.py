@@ -1,20 +1,37 @@
-"""Answer a conversation: retrieve from the active index, prompt the production model version,
-and log the whole exchange as an Interaction."""
+"""Answer a conversation: retrieve from the active index, then answer as the project's serving
+policy says (a verified answer when the question matches one, a quote of the passages, or the
+production model version's generation), and log the whole exchange as an Interaction."""
 
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.conf import settings
 
 from flywheel.generation import Backend, GenerationParameters, backend_for
+from flywheel.grounding import groundedness, quote_answer
 from flywheel.messages import last_user_message
 from flywheel.ml.loading import GeneratedText, embed_texts
-from flywheel.models import Interaction, ModelVersion, Project
+from flywheel.models import (
+    Chunk,
+    Interaction,
+    ModelVersion,
+    Project,
+    ServingPolicy,
+    VerifiedAnswer,
+)
 from flywheel.selectors.retrieval import RetrievalOptions, RetrievalResult, retrieve
+from flywheel.services.indexing import passage_for_embedding
 from flywheel.services.interactions import interaction_record
 from flywheel.services.model_versions import model_version_production_ensure
+from flywheel.services.verified_answers import (
+    VerifiedMatch,
+    retriever_path,
+    serving_policy_get,
+    verified_answer_match,
+)
 
 DEFAULT_SYSTEM_PROMPT = (
     "You are a helpful support assistant. Answer the user's question using the numbered "
@@ -51,6 +68,25 @@ class PreparedChat:
     prompt_messages: list[dict]
     started: float
     timings_ms: dict[str, float]
+    policy: ServingPolicy
+    # A verified answer that matched the question; served as it is in verbatim mode.
+    verified_match: VerifiedMatch | None = None
+
+    @property
+    def serves_verified_answer(self) -> bool:
+        return (
+            self.verified_match is not None
+            and self.policy.verified_answers == ServingPolicy.VerifiedAnswersMode.VERBATIM
+        )
+
+    def passage_texts(self) -> list[str]:
+        """The retrieved document passages under their title and heading path, which the
+        quote finder reads as headings of the sentences below them."""
+        return [
+            passage_for_embedding(title=chunk.title, heading=chunk.heading, text=chunk.text)
+            for chunk in (self.retrieval.chunks if self.retrieval else [])
+            if chunk.kind == Chunk.Kind.DOCUMENT
+        ]
 
 
 @dataclass
@@ -62,7 +98,8 @@ class ChatAnswer:
 def context_block(passages: list[dict]) -> str:
     """The numbered passages, as the model reads them. `passages` are retrieval log entries
     (rank, title, heading, text), so a logged interaction rebuilds exactly what was served."""
-    parts, used = [], 0
+    parts: list[str] = []
+    used = 0
     for passage in passages:
         heading = f" — {passage['heading']}" if passage.get("heading") else ""
         text = f"[{passage.get('rank') or len(parts) + 1}] {passage.get('title', '')}{heading}\n"
@@ -106,17 +143,38 @@ def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
     started = time.perf_counter()
     model_version = model_version_production_ensure(project=project)
     backend = backend_for(project=project, model_version=model_version)
+    policy = serving_policy_get(project=project)
     query = last_user_message(request.messages)
     retrieval = None
+    verified_match = None
     timings: dict[str, float] = {}
     if request.rag and query:
         retrieval = retrieve(
             project=project, query=query, options=request.retrieval, write_text=backend.write
         )
         timings.update(retrieval.timings_ms)
-    prompt = prompt_messages_build(
-        project=project, messages=request.messages, passages=retrieval_log_entries(retrieval)
-    )
+        if (
+            retrieval.index_version is not None
+            and retrieval.query_embedding is not None
+            and policy.verified_answers != ServingPolicy.VerifiedAnswersMode.OFF
+        ):
+            started_match = time.perf_counter()
+            verified_match = verified_answer_match(
+                project=project,
+                query_embedding=retrieval.query_embedding,
+                embedding_model=retriever_path(index_version=retrieval.index_version),
+                chunks=retrieval.chunks,
+                policy=policy,
+            )
+            timings["verified_match_ms"] = (time.perf_counter() - started_match) * 1000
+    passages = retrieval_log_entries(retrieval)
+    if (
+        verified_match is not None
+        and passages is not None
+        and policy.verified_answers == ServingPolicy.VerifiedAnswersMode.FIRST_PASSAGE
+    ):
+        passages = [verified_answer_passage(verified_match.verified_answer), *passages]
+    prompt = prompt_messages_build(project=project, messages=request.messages, passages=passages)
     return PreparedChat(
         project=project,
         request=request,
@@ -128,10 +186,30 @@ def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
         prompt_messages=prompt,
         started=started,
         timings_ms=timings,
+        policy=policy,
+        verified_match=verified_match,
     )
 
 
-def _record(prepared: PreparedChat, generated: GeneratedText, generate_ms: float) -> Interaction:
+def verified_answer_passage(verified: VerifiedAnswer) -> dict:
+    """A verified answer as the first passage the generator reads."""
+    return {
+        "rank": 1,
+        "kind": "verified_answer",
+        "title": "Verified answer",
+        "heading": verified.question,
+        "text": verified.answer,
+    }
+
+
+def _record(
+    prepared: PreparedChat,
+    generated: GeneratedText,
+    generate_ms: float,
+    *,
+    answered_from: str,
+    grounding: dict | None = None,
+) -> Interaction:
     retrieval = prepared.retrieval
     if retrieval is not None:
         query_embedding = retrieval.query_embedding
@@ -154,6 +232,17 @@ def _record(prepared: PreparedChat, generated: GeneratedText, generate_ms: float
         },
         "finish_reason": generated.finish_reason,
     }  # fmt: skip
+    match = prepared.verified_match
+    if match is not None:
+        metadata["flywheel"]["verified_match"] = {
+            "verified_answer_id": match.verified_answer.pk,
+            "similarity": round(match.similarity, 4),
+            "threshold": round(match.threshold, 4),
+            "evidence_rank": match.evidence_rank,
+            "mode": prepared.policy.verified_answers,
+        }
+    if grounding is not None:
+        metadata["flywheel"]["grounding"] = grounding
     return interaction_record(
         interaction_id=prepared.interaction_id,
         project=prepared.project,
@@ -163,6 +252,8 @@ def _record(prepared: PreparedChat, generated: GeneratedText, generate_ms: float
         query_embedding=query_embedding,
         retrieved=retrieval_log_entries(retrieval) or [],
         response=generated.text,
+        answered_from=answered_from,
+        verified_answer=match.verified_answer if match is not None else None,
         model_version=prepared.model_version,
         model_name=prepared.backend.model_name,
         index_version=index_version,
@@ -175,20 +266,84 @@ def _record(prepared: PreparedChat, generated: GeneratedText, generate_ms: float
     )
 
 
-def chat_complete(*, prepared: PreparedChat) -> ChatAnswer:
+def _fixed_answer(text: str) -> GeneratedText:
+    """An answer no model wrote (a verified answer, a quote): no tokens were spent on it."""
+    return GeneratedText(text=text, prompt_tokens=0, completion_tokens=0, finish_reason="stop")
+
+
+def _quote(prepared: PreparedChat) -> str | None:
+    passages = prepared.passage_texts()
+    if not passages or not prepared.query:
+        return None
+    model = retriever_path(index_version=prepared.retrieval.index_version if prepared.retrieval
+                           else None)  # fmt: skip
+    quoted = quote_answer(
+        question=prepared.query,
+        passages=passages,
+        embed=lambda texts: embed_texts(texts, path=Path(model)),
+    )
+    return quoted.text if quoted else None
+
+
+def _answer(prepared: PreparedChat, generate: Callable[[], GeneratedText]) -> ChatAnswer:
+    """Answer as the serving policy says; `generate` runs the model when it is needed."""
     started = time.perf_counter()
-    generated = prepared.backend.generate(prepared.prompt_messages, prepared.request.parameters)
-    generate_ms = (time.perf_counter() - started) * 1000
-    return ChatAnswer(interaction=_record(prepared, generated, generate_ms), generated=generated)
+    if prepared.serves_verified_answer:
+        assert prepared.verified_match is not None
+        generated = _fixed_answer(prepared.verified_match.verified_answer.answer)
+        answered_from, grounding = Interaction.AnsweredFrom.VERIFIED_ANSWER, None
+    elif prepared.policy.answer_mode == ServingPolicy.AnswerMode.QUOTE and (
+        quoted := _quote(prepared)
+    ):
+        generated = _fixed_answer(quoted)
+        answered_from, grounding = Interaction.AnsweredFrom.QUOTE, None
+    else:
+        generated = generate()
+        answered_from, grounding = Interaction.AnsweredFrom.GENERATED, None
+        passages = prepared.passage_texts()
+        if prepared.policy.answer_mode == ServingPolicy.AnswerMode.GROUNDED and passages:
+            score = groundedness(answer=generated.text, passages=passages)
+            grounding = {"groundedness": round(score, 3), "generated": generated.text}
+            if score < prepared.policy.groundedness_threshold and (quoted := _quote(prepared)):
+                generated = _fixed_answer(quoted)
+                answered_from = Interaction.AnsweredFrom.QUOTE
+    answer_ms = (time.perf_counter() - started) * 1000
+    interaction = _record(
+        prepared, generated, answer_ms, answered_from=answered_from, grounding=grounding
+    )
+    return ChatAnswer(interaction=interaction, generated=generated)
+
+
+def chat_complete(*, prepared: PreparedChat) -> ChatAnswer:
+    return _answer(
+        prepared,
+        lambda: prepared.backend.generate(prepared.prompt_messages, prepared.request.parameters),
+    )
+
+
+def _streams_generation(prepared: PreparedChat) -> bool:
+    """Whether the answer can be streamed token by token as the model writes it: not when it
+    is fixed (a verified answer, a quote) or must be checked for grounding first."""
+    return not prepared.serves_verified_answer and prepared.policy.answer_mode == (
+        ServingPolicy.AnswerMode.GENERATE
+    )
 
 
 def chat_stream(*, prepared: PreparedChat) -> Iterator[str | ChatAnswer]:
     """Text pieces, then the ChatAnswer once the interaction is logged."""
+    if not _streams_generation(prepared):
+        answer = chat_complete(prepared=prepared)
+        yield answer.generated.text
+        yield answer
+        return
     started = time.perf_counter()
     for piece in prepared.backend.stream(prepared.prompt_messages, prepared.request.parameters):
         if isinstance(piece, GeneratedText):
             generate_ms = (time.perf_counter() - started) * 1000
-            yield ChatAnswer(interaction=_record(prepared, piece, generate_ms), generated=piece)
+            interaction = _record(
+                prepared, piece, generate_ms, answered_from=Interaction.AnsweredFrom.GENERATED
+            )
+            yield ChatAnswer(interaction=interaction, generated=piece)
             return
         yield piece
 

@@ -4,6 +4,7 @@ from pathlib import Path
 from django.db import transaction
 
 from flywheel.models import Document, Project
+from flywheel.services.verified_answers import verified_answers_mark_stale
 
 CONTENT_TYPE_BY_SUFFIX = {
     ".txt": Document.ContentType.TEXT,
@@ -69,6 +70,7 @@ def document_upsert(
         # Title and metadata are part of what is indexed; force a re-index.
         existing.indexed_hash = ""
         existing.save()
+        verified_answers_mark_stale(document=existing)
         return DocumentUpsertResult(document=existing, outcome="updated")
 
 

@@ -1,6 +1,7 @@
 """Chunk, embed and store documents in the project's active index version."""
 
 import hashlib
+from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
@@ -69,7 +70,7 @@ def embeddings_for_passages(*, project: Project, passages: list[str], embedding_
     )
     missing = [p for p, h in zip(passages, hashes, strict=True) if h not in known]
     if missing:
-        fresh = embed_texts(missing)
+        fresh = embed_texts(missing, path=Path(embedding_model))
         for passage, vector in zip(missing, fresh, strict=True):
             known[passage_hash(passage=passage, embedding_model=embedding_model)] = vector
     return hashes, [known[h] for h in hashes]

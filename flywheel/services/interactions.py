@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from flywheel.messages import last_user_message
-from flywheel.models import IndexVersion, Interaction, ModelVersion, Project
+from flywheel.models import IndexVersion, Interaction, ModelVersion, Project, VerifiedAnswer
 
 
 def interaction_record(
@@ -22,6 +22,8 @@ def interaction_record(
     interaction_id: uuid.UUID | None = None,
     query_embedding=None,
     retrieved: list[dict] | None = None,
+    answered_from: str = "",
+    verified_answer: VerifiedAnswer | None = None,
     model_version: ModelVersion | None = None,
     model_name: str = "",
     index_version: IndexVersion | None = None,
@@ -41,6 +43,8 @@ def interaction_record(
         query_embedding=query_embedding,
         retrieved=retrieved or [],
         response=response,
+        answered_from=answered_from,
+        verified_answer=verified_answer,
         model_version=model_version,
         model_name=model_name,
         index_version=index_version,
