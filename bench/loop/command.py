@@ -84,6 +84,22 @@ class Command(BaseCommand):
             help="do not measure the base model without retrieval",
         )
         parser.add_argument(
+            "--no-verified-answers",
+            action="store_true",
+            help="do not measure verified answers as a stage of their own",
+        )
+        parser.add_argument(
+            "--no-retriever-training",
+            action="store_true",
+            help="do not fine-tune the retriever on the feedback",
+        )
+        parser.add_argument(
+            "--answer-mode",
+            choices=["generate", "quote", "grounded"],
+            default=DEFAULTS.answer_mode,
+            help="the answer mode of the last stage of a turn ('generate' skips that stage)",
+        )
+        parser.add_argument(
             "--redis-db",
             type=int,
             default=13,
@@ -111,6 +127,9 @@ class Command(BaseCommand):
                 learning_rate=options["learning_rate"],
                 batch_size=options["batch_size"],
                 max_length=options["max_length"],
+                verified_answers=not options["no_verified_answers"],
+                retriever_training=not options["no_retriever_training"],
+                answer_mode=options["answer_mode"],
             )
         except (OSError, QuestionFileError, ValueError) as error:
             raise CommandError(str(error)) from error

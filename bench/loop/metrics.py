@@ -37,6 +37,7 @@ class Observation:
     verdict: Verdict
     model_version: str
     index_version: int | None
+    answered_from: str = "generated"  # or "verified_answer", "quote"
 
     @property
     def counts_for_retrieval(self) -> bool:
@@ -68,6 +69,7 @@ class Observation:
             "source_ranks": list(self.source_ranks),
             "passages_read": self.passages_read,
             "model_version": self.model_version,
+            "answered_from": self.answered_from,
             "index_version": self.index_version,
             "interaction_id": self.interaction_id,
         }
@@ -83,6 +85,8 @@ class GroupFigures:
     token_f1: float | None
     rouge_l: float | None
     correct: float | None  # the oracle's verdict
+    verified_served: float | None  # share answered with a verified answer
+    quoted: float | None  # share answered with a quote of the passages
 
     def as_dict(self) -> dict:
         return {
@@ -106,6 +110,8 @@ def group_figures(observations: list[Observation]) -> GroupFigures:
         token_f1=_mean([o.verdict.token_f1 for o in observations]),
         rouge_l=_mean([o.verdict.rouge_l for o in observations]),
         correct=_mean([o.verdict.correct for o in observations]),
+        verified_served=_mean([o.answered_from == "verified_answer" for o in observations]),
+        quoted=_mean([o.answered_from == "quote" for o in observations]),
     )
 
 

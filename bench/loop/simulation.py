@@ -39,7 +39,7 @@ from bench.loop.questions import Probe, ProbeGroup, QuestionSet
 from feedback.models import ProjectMembership, Review
 from feedback.services.reviews import review_submit
 from flywheel.ml.loading import load_generator
-from flywheel.models import ApiKey, Interaction, Project
+from flywheel.models import ApiKey, Interaction, Project, ServingPolicy, VerifiedAnswer
 from flywheel.services import (
     api_key_create,
     document_index,
@@ -47,6 +47,7 @@ from flywheel.services import (
     project_get_or_create,
 )
 from flywheel.services.chat import context_block
+from flywheel.services.verified_answers import match_threshold, serving_policy_get
 from retrain.curation.pipeline import interactions_needing_curation
 from retrain.models import InstructionExample, Job
 
@@ -68,6 +69,13 @@ class LoopSettings:
     max_length: int = 384
     curation_deadline_seconds: float = 600
     job_deadline_seconds: float = 3600
+    # Each mechanism of the loop is measured as a stage of its own, in this order: the index
+    # refresh (approved corrections as FAQ passages), verified answers, the retriever trained
+    # on feedback, the LoRA adapter, then the grounded answer mode (quote the passages when a
+    # generated answer is not grounded in them).
+    verified_answers: bool = True
+    retriever_training: bool = True
+    answer_mode: str = "grounded"
 
     def __post_init__(self) -> None:
         if self.turns < 1:
@@ -78,6 +86,8 @@ class LoopSettings:
             raise ValueError("oracle_threshold must be more than 0 and at most 1")
         if self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        if self.answer_mode not in ServingPolicy.AnswerMode.values:
+            raise ValueError(f"answer_mode must be one of {ServingPolicy.AnswerMode.values}")
 
     def training_parameters(self) -> dict:
         return {
@@ -255,6 +265,7 @@ class LoopRun:
             ),
             model_version=extension["model_version"]["name"],
             index_version=index_version["number"] if index_version else None,
+            answered_from=extension.get("answered_from") or "generated",
         )
 
     def _ask_all(self, probes: list[Probe], *, stage: str, rag: bool) -> list[Observation]:
@@ -301,13 +312,70 @@ class LoopRun:
             # one busy process each.
             self.log(f"Turn {turn}: LoRA training, {self.settings.train_steps} steps")
             training_job_id = self._training_start(dataset_version=record["dataset_version"])
+        # Each mechanism on its own first: the refresh without verified answers.
+        self._serving_policy(verified_answers=ServingPolicy.VerifiedAnswersMode.OFF,
+                             answer_mode=ServingPolicy.AnswerMode.GENERATE)  # fmt: skip
         self._stage(f"turn{turn}_refresh", f"turn {turn}: index refresh", turn=turn, rag=True)
+        if self.settings.verified_answers:
+            self._serving_policy(verified_answers=ServingPolicy.VerifiedAnswersMode.VERBATIM)
+            record["verified_answers"] = self._verified_answers_state()
+            self._stage(f"turn{turn}_verified", f"turn {turn}: + verified answers", turn=turn,
+                        rag=True)  # fmt: skip
         if training_job_id is not None:
             record["training"] = self._training_finish_and_measure(
                 turn, training_job_id=training_job_id
             )
+        if self.settings.retriever_training:
+            record["retriever"] = self._retriever_train_and_measure(turn)
+        if self.settings.answer_mode != ServingPolicy.AnswerMode.GENERATE:
+            self._serving_policy(answer_mode=self.settings.answer_mode)
+            self._stage(f"turn{turn}_{self.settings.answer_mode}",
+                        f"turn {turn}: + {self.settings.answer_mode} answers", turn=turn,
+                        rag=True)  # fmt: skip
         record["wall_seconds"] = round(time.monotonic() - started, 1)
         self.on_progress(self.result)
+
+    def _serving_policy(self, **fields) -> None:
+        """What an admin sets on the project's serving policy (dashboard or admin)."""
+        ServingPolicy.objects.update_or_create(project=self.setup.project, defaults=fields)
+
+    def _verified_answers_state(self) -> dict:
+        policy = serving_policy_get(project=self.setup.project)
+        active = VerifiedAnswer.objects.filter(
+            project=self.setup.project, status=VerifiedAnswer.Status.ACTIVE
+        ).count()
+        self.log(
+            f"{active} verified answers; match threshold {match_threshold(policy):.3f} "
+            f"({'calibrated' if policy.calibrated_threshold is not None else 'default'})"
+        )
+        return {
+            "active": active,
+            "threshold": round(match_threshold(policy), 4),
+            "calibration": policy.calibration,
+        }
+
+    def _retriever_train_and_measure(self, turn: int) -> dict:
+        """Fine-tune the retriever on the feedback so far; when its held-out hits beat the
+        current one's it is promoted and the index rebuilt with it, then measured."""
+        deadline = self.settings.job_deadline_seconds
+        self.log(f"Turn {turn}: retriever training")
+        job = self.api.job_start(Job.Kind.RETRIEVER_TRAINING, {})
+        job = self.api.job_wait(job["id"], deadline_seconds=deadline)
+        summary = {"state": job["state"], "metrics": job["metrics"], "error": job.get("error")}
+        if job["state"] != Job.State.SUCCEEDED:
+            self.log(f"Retriever training {job['state']}: {job.get('error', '')}")
+            return summary
+        refresh = Job.objects.filter(parent_id=job["id"], kind=Job.Kind.INDEX_REFRESH).first()
+        if refresh is None:
+            self.log("The retriever candidate was not promoted; nothing to measure")
+            return summary
+        refresh_job = self.api.job_wait(refresh.pk, deadline_seconds=deadline)
+        summary["index_refresh"] = refresh_job["metrics"]
+        if self.settings.verified_answers:
+            summary["verified_answers"] = self._verified_answers_state()
+        self._stage(f"turn{turn}_retriever", f"turn {turn}: + retriever trained on feedback",
+                    turn=turn, rag=True)  # fmt: skip
+        return summary
 
     def _serving_now(self) -> tuple[str, int | None]:
         production = next(

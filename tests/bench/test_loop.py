@@ -1,7 +1,8 @@
 """The closed loop on a real worker, tiny: five training questions asked through the chat API,
 rated by the oracle, corrected and approved, curated on the worker, then a dataset snapshot
 and an index refresh; after it, every question that was corrected is answered from its own
-document (or the FAQ entry its correction became)."""
+document (or the FAQ entry its correction became), and once verified answers are on, with the
+approved correction itself."""
 
 import pytest
 
@@ -45,6 +46,8 @@ def test_after_the_refresh_corrected_questions_are_answered_from_their_source(
         oracle_threshold=1.0,
         curation_deadline_seconds=120,
         job_deadline_seconds=180,
+        retriever_training=False,
+        answer_mode="generate",
     )
 
     outcome = loop_benchmark_run(
@@ -56,7 +59,7 @@ def test_after_the_refresh_corrected_questions_are_answered_from_their_source(
     )
 
     stages = _by_stage(outcome)
-    assert list(stages) == ["base_rag", "turn1_refresh"]
+    assert list(stages) == ["base_rag", "turn1_refresh", "turn1_verified"]
     turn = outcome.result.turns[0]
     wrong = {
         o.probe.key
@@ -78,6 +81,15 @@ def test_after_the_refresh_corrected_questions_are_answered_from_their_source(
             f"{key} ({observation.probe.text!r}) cites {cited}: not {faq_entry}, or first "
             f"neither it nor {observation.probe.question.source}"
         )
+
+    # With verified answers on, each corrected question gets its approved correction back.
+    verified = {o.probe.key: o for o in stages["turn1_verified"].observations}
+    assert all(o.answered_from == "generated" for o in after.values())
+    for key in turn["corrected"]:
+        assert verified[key].answered_from == "verified_answer", verified[key].probe.text
+        assert verified[key].answer == verified[key].probe.question.answer
+        assert verified[key].verdict.correct
+    assert turn["verified_answers"]["active"] == len(wrong)
 
     measured_only = [
         o.interaction_id
