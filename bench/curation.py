@@ -33,8 +33,9 @@ own processes and counted in neither.
 After the phases, the near-duplicate search that curation uses is probed once per distinct
 question, to show how often it finds a stored copy of that very question.
 
-Runs on a database of its own, flywheel_bench_curation by default (see bench/_curation_setup.py);
---database names another, so that two runs (before and after a change) can go on at once.
+Runs on a database of its own, flywheel_bench_curation by default (the other benchmarks share
+flywheel_bench, which each of them recreates on start); --database names another, so that two
+runs (before and after a change) can go on at once.
 Run from the repository root: .venv/bin/python bench/curation.py [--count 100000]
 """
 
@@ -61,8 +62,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._curation_setup import CURATION_BENCH_DATABASE_NAME, curation_bench_django_setup
-from bench._setup import REPOSITORY_ROOT, machine_context, table
+from bench._setup import REPOSITORY_ROOT, bench_django_setup, machine_context, table
+
+# Not flywheel_bench: recreating that one would drop another benchmark's data under it.
+CURATION_BENCH_DATABASE_NAME = "flywheel_bench_curation"
 
 SEED = 20_251_121
 KNOWLEDGE_BASE = REPOSITORY_ROOT / "demo" / "knowledge_base"
@@ -640,7 +643,7 @@ def main() -> None:
                         help="the database to recreate and run on")  # fmt: skip
     args = parser.parse_args()
 
-    database_url = curation_bench_django_setup(args.database)
+    database_url = bench_django_setup(args.database)
     print(machine_context())
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {args.count:,} rated interactions, "
           f"batches of {args.batch_size}")  # fmt: skip

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from dashboard.views.access import project_view
-from retrain.curation.pipeline import interactions_curate
+from retrain.curation.pipeline import interactions_curate_in_batches
 from retrain.curation.policy import curation_policy_get
 from retrain.models import CurationPolicy
 from retrain.selectors import (
@@ -195,13 +195,9 @@ def policy_recurate(request, project):
     interaction_ids = interaction_ids_least_recently_curated(
         project=project, limit=RECURATE_INLINE_LIMIT
     )
-    by_status: dict[str, int] = {}
-    for start in range(0, len(interaction_ids), RECURATE_BATCH_SIZE):
-        summary = interactions_curate(
-            project=project, interaction_ids=interaction_ids[start : start + RECURATE_BATCH_SIZE]
-        )
-        for status, count in summary.by_status.items():
-            by_status[status] = by_status.get(status, 0) + count
+    by_status = interactions_curate_in_batches(
+        project=project, interaction_ids=interaction_ids, batch_size=RECURATE_BATCH_SIZE
+    )
     messages.success(request, _recurated_message(project, by_status))
     return redirect("dashboard:policy", project_slug=project.slug)
 

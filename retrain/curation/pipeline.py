@@ -220,3 +220,18 @@ def interactions_needing_curation(*, limit: int = 5000) -> dict[int, list]:
     for project_id, interaction_id in stale:
         grouped.setdefault(project_id, []).append(interaction_id)
     return grouped
+
+
+def interactions_curate_in_batches(
+    *, project: Project, interaction_ids: list, batch_size: int
+) -> dict[str, int]:
+    """interactions_curate over `interaction_ids`, `batch_size` at a time (each batch one
+    transaction under the project's curation lock); the examples by status."""
+    by_status: dict[str, int] = {}
+    for start in range(0, len(interaction_ids), batch_size):
+        summary = interactions_curate(
+            project=project, interaction_ids=interaction_ids[start : start + batch_size]
+        )
+        for status, count in summary.by_status.items():
+            by_status[status] = by_status.get(status, 0) + count
+    return by_status

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from flywheel.management.projects import project_for_command
-from retrain.curation.pipeline import interactions_curate
+from retrain.curation.pipeline import interactions_curate_in_batches
 from retrain.selectors import interaction_ids_with_feedback
 
 BATCH_SIZE = 1000
@@ -16,11 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, project: str, **options) -> None:
         found = project_for_command(project)
         ids = interaction_ids_with_feedback(project=found)
-        totals: dict[str, int] = {}
-        for start in range(0, len(ids), BATCH_SIZE):
-            summary = interactions_curate(
-                project=found, interaction_ids=ids[start : start + BATCH_SIZE]
-            )
-            for status, count in summary.by_status.items():
-                totals[status] = totals.get(status, 0) + count
+        totals = interactions_curate_in_batches(
+            project=found, interaction_ids=ids, batch_size=BATCH_SIZE
+        )
         self.stdout.write(f"Curated {len(ids)} interactions: {totals}")
