@@ -12,6 +12,7 @@ from dashboard.views import (
     overview,
     policy,
     queue,
+    verified_answers,
     versions,
 )
 from dashboard.views.home import dashboard_home
@@ -65,6 +66,22 @@ urlpatterns = [
     ),
     path(f"{PROJECT}/policy/", policy.policy, name="policy"),
     path(f"{PROJECT}/policy/recurate/", policy.policy_recurate, name="policy_recurate"),
+    # Verified answers and the serving policy that decides when they are served.
+    path(
+        f"{PROJECT}/verified-answers/",
+        verified_answers.verified_answers,
+        name="verified_answers",
+    ),
+    path(
+        f"{PROJECT}/verified-answers/policy/",
+        verified_answers.serving_policy_change,
+        name="serving_policy",
+    ),
+    path(
+        f"{PROJECT}/verified-answers/calibrate/",
+        verified_answers.verified_answers_calibrate_now,
+        name="verified_answers_calibrate",
+    ),
     # Jobs, model versions and index versions.
     path(f"{PROJECT}/jobs/", jobs.jobs, name="jobs"),
     path(f"{PROJECT}/jobs/start/", jobs.job_start, name="job_start"),

@@ -152,3 +152,82 @@ class InteractionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Verified answers, the serving policy and retrievers. Imported here, at the end, so that this
+# part stays apart from the rest of the module.
+
+from flywheel.models import EmbeddingModelVersion, ServingPolicy, VerifiedAnswer  # noqa: E402
+from flywheel.services.verified_answers import (  # noqa: E402
+    SERVING_POLICY_EDITABLE_FIELDS,
+    serving_policy_errors,
+    serving_policy_update,
+    verified_answers_calibrate,
+)
+
+
+class ServingPolicyAdminForm(forms.ModelForm):
+    class Meta:
+        model = ServingPolicy
+        fields = list(SERVING_POLICY_EDITABLE_FIELDS)
+
+    def clean(self):
+        cleaned = super().clean()
+        values = {name: cleaned[name] for name in SERVING_POLICY_EDITABLE_FIELDS if name in cleaned}
+        for name, error in serving_policy_errors(**values).items():
+            self.add_error(name, error)
+        return cleaned
+
+
+@admin.register(ServingPolicy)
+class ServingPolicyAdmin(admin.ModelAdmin):
+    form = ServingPolicyAdminForm
+    list_display = ["project", "verified_answers", "verified_match_threshold",
+                    "calibrated_threshold", "answer_mode", "updated_at"]  # fmt: skip
+    list_filter = ["verified_answers", "answer_mode"]
+    fields = ["project", *SERVING_POLICY_EDITABLE_FIELDS, "calibrated_threshold", "calibration",
+              "updated_at"]  # fmt: skip
+    readonly_fields = ["project", "calibrated_threshold", "calibration", "updated_at"]
+    actions = ["calibrate"]
+
+    def has_add_permission(self, request):
+        return False  # made with its defaults when a project first answers
+
+    def save_model(self, request, obj, form, change):
+        serving_policy_update(
+            project=obj.project,
+            **{name: form.cleaned_data[name] for name in SERVING_POLICY_EDITABLE_FIELDS},
+        )
+
+    @admin.action(description="Calibrate the match threshold of the selected projects")
+    def calibrate(self, request, queryset):
+        for policy in queryset.select_related("project"):
+            verified_answers_calibrate(project=policy.project)
+        messages.success(request, f"Calibrated {queryset.count()} serving policies.")
+
+
+@admin.register(VerifiedAnswer)
+class VerifiedAnswerAdmin(admin.ModelAdmin):
+    list_display = ["question", "project", "status", "approved_at", "review_id"]
+    list_filter = ["project", "status"]
+    search_fields = ["question", "answer", "status_reason"]
+    date_hierarchy = "approved_at"
+    exclude = ["question_embedding"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in VerifiedAnswer._meta.fields
+                if field.name != "question_embedding"]  # fmt: skip
+
+    def has_add_permission(self, request):
+        return False  # made by approving an answer in the review queue
+
+
+@admin.register(EmbeddingModelVersion)
+class EmbeddingModelVersionAdmin(admin.ModelAdmin):
+    list_display = ["name", "project", "status", "path", "promoted_at"]
+    list_filter = ["project", "status"]
+    readonly_fields = [field.name for field in EmbeddingModelVersion._meta.fields]
+
+    def has_add_permission(self, request):
+        return False

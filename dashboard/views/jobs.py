@@ -25,6 +25,7 @@ from retrain.index_refresh import job as index_refresh
 from retrain.jobs.lifecycle import InvalidJobParameters, job_cancel, job_create
 from retrain.models import Job
 from retrain.training import job as training
+from retrain.training import retriever_job
 
 
 class JobFilterForm(forms.Form):
@@ -142,11 +143,32 @@ class DatasetSnapshotForm(JobParametersForm):
     """A snapshot takes no parameters: it freezes whatever curation included."""
 
 
+class RetrieverTrainingForm(JobParametersForm):
+    learning_rate = forms.FloatField(required=False, min_value=0)
+    epochs = forms.FloatField(required=False, min_value=0)
+    max_steps = _count_field("Max steps", help_text="Empty: the epochs decide.")
+    batch_size = _count_field("Batch size")
+    eval_fraction = forms.FloatField(
+        required=False, min_value=0, max_value=0.9,
+        help_text="Share of the questions held out to compare the candidate with production.",
+    )  # fmt: skip
+    min_pairs = _count_field("Minimum (question, passage) pairs")
+    auto_promote = forms.BooleanField(
+        required=False,
+        help_text="Promote the candidate when it retrieves the held-out questions' passages "
+        "at least as well as production, then rebuild the index with it.",
+    )
+
+    def kind_defaults(self) -> dict:
+        return retriever_job.validate_parameters({})
+
+
 PARAMETER_FORMS: dict[str, type[JobParametersForm]] = {
     Job.Kind.INDEX_REFRESH: IndexRefreshForm,
     Job.Kind.LORA_TRAINING: LoraTrainingForm,
     Job.Kind.EVALUATION: EvaluationForm,
     Job.Kind.DATASET_SNAPSHOT: DatasetSnapshotForm,
+    Job.Kind.RETRIEVER_TRAINING: RetrieverTrainingForm,
 }
 KIND_DESCRIPTIONS = {
     Job.Kind.INDEX_REFRESH: "Rebuild the retrieval index from the current documents and the "
@@ -157,6 +179,8 @@ KIND_DESCRIPTIONS = {
     "promotion gate decides whether it may replace production.",
     Job.Kind.DATASET_SNAPSHOT: "Freeze the curated examples into a dataset version (none is "
     "made when nothing changed).",
+    Job.Kind.RETRIEVER_TRAINING: "Fine-tune the embedding model on (question, passage) pairs "
+    "from rated and reviewed answers; it becomes a candidate retriever.",
 }
 
 

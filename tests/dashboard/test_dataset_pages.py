@@ -9,13 +9,13 @@ from django.contrib.auth import get_user_model
 from django.test import Client
 from django.urls import reverse
 
+from dashboard.views import policy as policy_views
 from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
 from flywheel.models import Interaction
 from retrain.curation.policy import curation_policy_get
 from retrain.datasets.snapshot import dataset_snapshot
 from retrain.models import CurationPolicy, DatasetVersion, InstructionExample
-from dashboard.views import policy as policy_views
 from tests.conftest import user_with_role
 from tests.factories import ProjectFactory, curate, served
 

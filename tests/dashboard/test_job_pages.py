@@ -874,7 +874,10 @@ def test_the_versions_page_lists_each_index_version_with_its_corrections(client,
     )
     refresh = _job(project, Job.Kind.INDEX_REFRESH, state=Job.State.SUCCEEDED)
     index = _index_version(
-        project, 2, built_by_job_id=refresh.pk, stats={"embeddings_reused": 12, "embeddings_computed": 3}
+        project,
+        2,
+        built_by_job_id=refresh.pk,
+        stats={"embeddings_reused": 12, "embeddings_computed": 3},
     )
     _faq_chunk(index, review)
 

@@ -84,9 +84,7 @@ def test_an_approved_correction_becomes_a_verified_answer_with_its_evidence(
     assert (verified.question, verified.answer) == (BIN_QUESTION, BIN_ANSWER)
     assert verified.review_id == Review.objects.get(interaction=interaction).pk
     assert any("30 days" in passage["text"] for passage in verified.evidence)
-    assert {passage["source_uri"] for passage in verified.evidence} <= {
-        str(DEMO_KNOWLEDGE_BASE / "security.md"), "security.md"
-    } or all(p["source_uri"].endswith("security.md") for p in verified.evidence)
+    assert all(passage["source_uri"].endswith("security.md") for passage in verified.evidence)
     assert len(verified.source_documents) == 1
 
 
@@ -174,9 +172,9 @@ def test_a_revised_or_rejected_review_withdraws_it_on_the_next_request(
 
     review_submit(interaction=interaction, reviewer=reviewer, decision="corrected",
                   ideal_answer=revised)  # fmt: skip
-    assert _ask(client, secret_key, BIN_QUESTION).json()["choices"][0]["message"][
-        "content"
-    ] == revised
+    assert (
+        _ask(client, secret_key, BIN_QUESTION).json()["choices"][0]["message"]["content"] == revised
+    )
     statuses = dict(VerifiedAnswer.objects.values_list("answer", "status"))
     assert statuses == {BIN_ANSWER: "withdrawn", revised: "active"}
 
