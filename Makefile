@@ -35,7 +35,7 @@ lint: $(INSTALLED)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	DATABASE_URL=postgresql://lint@localhost/lint $(PY) -m mypy
-	$(VENV)/bin/lint-imports
+	$(PY) $(VENV)/bin/lint-imports
 
 format: $(INSTALLED)
 	$(PY) -m ruff check --fix .
