@@ -1,17 +1,21 @@
 from typing import Literal
 
-from django.http import HttpRequest, StreamingHttpResponse
+from django.http import StreamingHttpResponse
 from ninja import Query, Router, Status
 
-from flywheel.api.auth import SecretKeyAuth
+from flywheel.api.auth import ApiKeyRequest, SecretKeyAuth
 from flywheel.api.errors import ApiError
 from flywheel.api.schemas import ErrorOut
-from flywheel.models import IndexVersion, ModelVersion
+from flywheel.models import EmbeddingModelVersion, IndexVersion, ModelVersion
+from flywheel.selectors.retrieval import active_index_version
 from retrain.datasets.exports import dataset_export_lines
 from retrain.datasets.snapshot import dataset_snapshot
 from retrain.jobs.lifecycle import InvalidJobParameters, job_cancel, job_create
 from retrain.models import DatasetVersion, Job
 from retrain.promotion import (
+    NothingToRollBack,
+    embedding_model_version_promote,
+    embedding_model_version_rollback,
     index_version_activate,
     index_version_rollback,
     model_version_promote,
@@ -20,6 +24,8 @@ from retrain.promotion import (
 from retrain.schemas import (
     DatasetSnapshotOut,
     DatasetVersionOut,
+    EmbeddingModelRollbackOut,
+    EmbeddingModelVersionOut,
     IndexVersionOut,
     JobIn,
     JobOut,
@@ -29,7 +35,7 @@ from retrain.schemas import (
 router = Router(tags=["datasets"], auth=SecretKeyAuth())
 
 
-def _version(request: HttpRequest, version_id: int) -> DatasetVersion:
+def _version(request: ApiKeyRequest, version_id: int) -> DatasetVersion:
     version = DatasetVersion.objects.filter(project=request.api_key.project, pk=version_id).first()
     if version is None:
         raise ApiError(404, f"No dataset version {version_id} in this project.", code="not_found")
@@ -41,7 +47,7 @@ def _version(request: HttpRequest, version_id: int) -> DatasetVersion:
     response={200: DatasetSnapshotOut, 201: DatasetSnapshotOut, 401: ErrorOut, 403: ErrorOut},
     summary="Snapshot the curated examples into a dataset version",
 )
-def datasets_snapshot(request: HttpRequest):
+def datasets_snapshot(request: ApiKeyRequest):
     """A new immutable version when the examples changed (201); otherwise the version that
     already holds exactly these examples (200)."""
     version, created = dataset_snapshot(
@@ -51,7 +57,7 @@ def datasets_snapshot(request: HttpRequest):
 
 
 @router.get("/datasets", response={200: list[DatasetVersionOut], 401: ErrorOut, 403: ErrorOut})
-def datasets_list(request: HttpRequest):
+def datasets_list(request: ApiKeyRequest):
     return DatasetVersion.objects.filter(project=request.api_key.project).order_by("-number")
 
 
@@ -59,7 +65,7 @@ def datasets_list(request: HttpRequest):
     "/datasets/{version_id}",
     response={200: DatasetVersionOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
 )
-def dataset_detail(request: HttpRequest, version_id: int):
+def dataset_detail(request: ApiKeyRequest, version_id: int):
     return _version(request, version_id)
 
 
@@ -69,7 +75,7 @@ def dataset_detail(request: HttpRequest, version_id: int):
     summary="Download a version as JSON lines",
 )
 def dataset_export(
-    request: HttpRequest,
+    request: ApiKeyRequest,
     version_id: int,
     format: Literal["chat", "alpaca", "dpo"] = "chat",
     split: Literal["train", "eval", "all"] = "train",
@@ -90,7 +96,7 @@ jobs_router = Router(tags=["jobs and versions"], auth=SecretKeyAuth())
 AUTH_ERRORS = {401: ErrorOut, 403: ErrorOut}
 
 
-def _job(request: HttpRequest, job_id: int) -> Job:
+def _job(request: ApiKeyRequest, job_id: int) -> Job:
     job = Job.objects.filter(project=request.api_key.project, pk=job_id).first()
     if job is None:
         raise ApiError(404, f"No job {job_id} in this project.", code="not_found")
@@ -100,14 +106,16 @@ def _job(request: HttpRequest, job_id: int) -> Job:
 @jobs_router.post(
     "/jobs",
     response={202: JobOut, 400: ErrorOut, **AUTH_ERRORS},
-    summary="Start a job: index_refresh, lora_training, evaluation or dataset_snapshot",
+    summary="Start a job: index_refresh, lora_training, retriever_training, evaluation or "
+    "dataset_snapshot",
 )
-def jobs_start(request: HttpRequest, payload: JobIn):
+def jobs_start(request: ApiKeyRequest, payload: JobIn):
     """Parameters per kind — lora_training: dataset_version (number; default a fresh
     snapshot), r, lora_alpha, lora_dropout, target_modules, learning_rate, epochs, max_steps,
     batch_size, max_length, evaluate, auto_promote; evaluation: model_version (id),
     max_examples, max_new_tokens, golden_set, auto_promote; index_refresh: activate,
-    golden_set."""
+    golden_set; retriever_training: eval_fraction, min_pairs, auto_promote, margin, epochs,
+    max_steps, batch_size, learning_rate, warmup_ratio, seed."""
     try:
         job = job_create(project=request.api_key.project, kind=payload.kind,
                          trigger=Job.Trigger.API, parameters=payload.parameters)  # fmt: skip
@@ -117,26 +125,26 @@ def jobs_start(request: HttpRequest, payload: JobIn):
 
 
 @jobs_router.get("/jobs", response={200: list[JobOut], 401: ErrorOut, 403: ErrorOut})
-def jobs_list(request: HttpRequest, limit: int = Query(50, ge=1, le=500)):
+def jobs_list(request: ApiKeyRequest, limit: int = Query(50, ge=1, le=500)):
     return Job.objects.filter(project=request.api_key.project).order_by("-created_at")[:limit]
 
 
 @jobs_router.get("/jobs/{job_id}", response={200: JobOut, 401: ErrorOut, 403: ErrorOut,
                                              404: ErrorOut})  # fmt: skip
-def job_detail(request: HttpRequest, job_id: int):
+def job_detail(request: ApiKeyRequest, job_id: int):
     return _job(request, job_id)
 
 
 @jobs_router.post("/jobs/{job_id}/cancel", response={200: JobOut, 401: ErrorOut, 403: ErrorOut,
                                                      404: ErrorOut})  # fmt: skip
-def job_cancel_request(request: HttpRequest, job_id: int):
+def job_cancel_request(request: ApiKeyRequest, job_id: int):
     """A queued job is cancelled at once; a running one stops at its next step."""
     return job_cancel(job=_job(request, job_id))
 
 
 @jobs_router.get("/model-versions", response={200: list[ModelVersionOut], 401: ErrorOut,
                                               403: ErrorOut})  # fmt: skip
-def model_versions_list(request: HttpRequest):
+def model_versions_list(request: ApiKeyRequest):
     return ModelVersion.objects.filter(project=request.api_key.project).order_by("-created_at")
 
 
@@ -144,7 +152,7 @@ def model_versions_list(request: HttpRequest):
     "/model-versions/{version_id}/promote",
     response={200: ModelVersionOut, 404: ErrorOut, **AUTH_ERRORS},
 )
-def model_version_promote_request(request: HttpRequest, version_id: int):
+def model_version_promote_request(request: ApiKeyRequest, version_id: int):
     version = ModelVersion.objects.filter(project=request.api_key.project, pk=version_id).first()
     if version is None:
         raise ApiError(404, f"No model version {version_id} in this project.", code="not_found")
@@ -154,7 +162,7 @@ def model_version_promote_request(request: HttpRequest, version_id: int):
 @jobs_router.post(
     "/model-versions/rollback", response={200: ModelVersionOut, 409: ErrorOut, **AUTH_ERRORS}
 )
-def model_version_rollback_request(request: HttpRequest):
+def model_version_rollback_request(request: ApiKeyRequest):
     """Production goes back to the version that was production before."""
     restored = model_version_rollback(project=request.api_key.project)
     if restored is None:
@@ -164,14 +172,14 @@ def model_version_rollback_request(request: HttpRequest):
 
 @jobs_router.get("/index-versions", response={200: list[IndexVersionOut], 401: ErrorOut,
                                               403: ErrorOut})  # fmt: skip
-def index_versions_list(request: HttpRequest):
+def index_versions_list(request: ApiKeyRequest):
     return IndexVersion.objects.filter(project=request.api_key.project).order_by("-number")
 
 
 @jobs_router.post("/index-versions/{version_id}/activate",
                   response={200: IndexVersionOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut,
                             409: ErrorOut})  # fmt: skip
-def index_version_activate_request(request: HttpRequest, version_id: int):
+def index_version_activate_request(request: ApiKeyRequest, version_id: int):
     version = IndexVersion.objects.filter(project=request.api_key.project, pk=version_id).first()
     if version is None:
         raise ApiError(404, f"No index version {version_id} in this project.", code="not_found")
@@ -183,8 +191,51 @@ def index_version_activate_request(request: HttpRequest, version_id: int):
 @jobs_router.post(
     "/index-versions/rollback", response={200: IndexVersionOut, 409: ErrorOut, **AUTH_ERRORS}
 )
-def index_version_rollback_request(request: HttpRequest):
+def index_version_rollback_request(request: ApiKeyRequest):
     restored = index_version_rollback(project=request.api_key.project)
     if restored is None:
         raise ApiError(409, "There is no earlier index version.", code="nothing_to_restore")
     return restored
+
+
+@jobs_router.get("/embedding-model-versions", response={200: list[EmbeddingModelVersionOut],
+                                                        **AUTH_ERRORS})  # fmt: skip
+def embedding_model_versions_list(request: ApiKeyRequest):
+    """The project's retrievers (embedding models fine-tuned on feedback), newest first; none
+    in production means the bundled model serves."""
+    return EmbeddingModelVersion.objects.filter(project=request.api_key.project).order_by(
+        "-created_at"
+    )
+
+
+@jobs_router.post(
+    "/embedding-model-versions/{version_id}/promote",
+    response={200: EmbeddingModelVersionOut, 404: ErrorOut, **AUTH_ERRORS},
+)
+def embedding_model_version_promote_request(request: ApiKeyRequest, version_id: int):
+    """Make it the production retriever. Retrieval switches with the index: the most recent
+    index it built is activated, or an index refresh is queued to build one."""
+    version = EmbeddingModelVersion.objects.filter(
+        project=request.api_key.project, pk=version_id
+    ).first()
+    if version is None:
+        raise ApiError(
+            404, f"No embedding model version {version_id} in this project.", code="not_found"
+        )
+    return embedding_model_version_promote(version=version, trigger=Job.Trigger.API)
+
+
+@jobs_router.post(
+    "/embedding-model-versions/rollback",
+    response={200: EmbeddingModelRollbackOut, 409: ErrorOut, **AUTH_ERRORS},
+)
+def embedding_model_version_rollback_request(request: ApiKeyRequest):
+    """The retriever goes back to the one in production before (null: the bundled model),
+    with an index it built."""
+    project = request.api_key.project
+    try:
+        restored = embedding_model_version_rollback(project=project, trigger=Job.Trigger.API)
+    except NothingToRollBack as error:
+        raise ApiError(409, str(error), code="nothing_to_restore") from error
+    active = active_index_version(project=project)
+    return {"restored": restored, "active_index_version_id": active.pk if active else None}

@@ -1,12 +1,21 @@
-"""Promotion and rollback: which model version serves and which index version retrieval
-reads. Each switches one pointer atomically; earlier versions are kept for rollback."""
+"""Promotion and rollback: which model version serves, which index version retrieval reads
+and which retriever (embedding model) builds the index. Each switches one pointer atomically;
+earlier versions are kept for rollback."""
+
+from dataclasses import dataclass
 
 from django.db import transaction
 from django.utils import timezone
 
-from flywheel.models import IndexVersion, ModelVersion, Project
+from flywheel.models import EmbeddingModelVersion, IndexVersion, ModelVersion, Project
+from flywheel.selectors.retrieval import active_index_version
+from flywheel.services.indexing import embedding_model_name
+from flywheel.services.verified_answers import verified_answers_reembed
+from retrain.jobs.lifecycle import job_create
+from retrain.models import Job
 
 Status = ModelVersion.Status
+RetrieverStatus = EmbeddingModelVersion.Status
 
 
 def model_version_promote(*, version: ModelVersion) -> ModelVersion:
@@ -50,7 +59,9 @@ def model_version_reject(*, version: ModelVersion) -> ModelVersion:
 
 def index_version_activate(*, version: IndexVersion) -> IndexVersion:
     """Make `version` the one retrieval reads, in one transaction; the active one is retired
-    and stays for rollback. Retrieval picks it up on the next request."""
+    and stays for rollback. Retrieval picks it up on the next request. Verified questions
+    embedded by another retriever than the version's are then embedded by its (they are
+    matched in the active index's embedding space)."""
     with transaction.atomic():
         versions = IndexVersion.objects.select_for_update().filter(project=version.project)
         versions.filter(status=IndexVersion.Status.ACTIVE).exclude(pk=version.pk).update(
@@ -60,6 +71,8 @@ def index_version_activate(*, version: IndexVersion) -> IndexVersion:
         version.status = IndexVersion.Status.ACTIVE
         version.activated_at = timezone.now()
         version.save(update_fields=["status", "activated_at", "updated_at"])
+    if version.embedding_model:
+        verified_answers_reembed(project=version.project, embedding_model=version.embedding_model)
     return version
 
 
@@ -75,3 +88,134 @@ def index_version_previous(*, project: Project) -> IndexVersion | None:
 def index_version_rollback(*, project: Project) -> IndexVersion | None:
     previous = index_version_previous(project=project)
     return index_version_activate(version=previous) if previous else None
+
+
+class NothingToRollBack(Exception):
+    """No fine-tuned retriever is or was in production: the bundled model has always served."""
+
+
+@dataclass(frozen=True)
+class RetrieverIndex:
+    """How the index followed the production retriever: an index it built was activated, a
+    refresh was queued to build one, or (both None) the active index was built by it already."""
+
+    activated: IndexVersion | None = None
+    refresh_job: Job | None = None
+
+
+def embedding_model_version_production(*, project: Project) -> EmbeddingModelVersion | None:
+    """The production retriever; None when the bundled (or configured) model is the one."""
+    return EmbeddingModelVersion.objects.filter(
+        project=project, status=RetrieverStatus.PRODUCTION
+    ).first()
+
+
+def _built_by(version: IndexVersion, retriever: EmbeddingModelVersion | None) -> bool:
+    if retriever is not None:
+        return version.embedding_model_version_id == retriever.pk
+    return version.embedding_model_version_id is None and (
+        version.embedding_model == embedding_model_name()
+    )
+
+
+def retriever_index_follow(
+    *,
+    project: Project,
+    parent_job: Job | None = None,
+    trigger: str | None = None,
+    triggered_by=None,
+) -> RetrieverIndex:
+    """Make retrieval read an index built by the production retriever: when the active index
+    is not, the most recent ready or retired version built by it is activated, or failing one
+    an index refresh is queued (it builds with the production retriever)."""
+    production = embedding_model_version_production(project=project)
+    active = active_index_version(project=project)
+    if active is not None and _built_by(active, production):
+        return RetrieverIndex()
+    built = IndexVersion.objects.filter(
+        project=project,
+        status__in=[IndexVersion.Status.READY, IndexVersion.Status.RETIRED],
+        embedding_model_version=production,
+    ).order_by("-number")
+    match = next((version for version in built if _built_by(version, production)), None)
+    if match is not None:
+        return RetrieverIndex(activated=index_version_activate(version=match))
+    refresh = job_create(
+        project=project,
+        kind=Job.Kind.INDEX_REFRESH,
+        trigger=trigger or (Job.Trigger.JOB if parent_job else Job.Trigger.API),
+        triggered_by=triggered_by,
+        parent=parent_job,
+    )
+    return RetrieverIndex(refresh_job=refresh)
+
+
+def embedding_model_version_promote(
+    *,
+    version: EmbeddingModelVersion,
+    parent_job: Job | None = None,
+    trigger: str | None = None,
+    triggered_by=None,
+) -> EmbeddingModelVersion:
+    """Make `version` the production retriever; the current one is retired (kept). The index
+    follows in the same transaction (`retriever_index_follow`): for a new retriever, an index
+    refresh is queued (a child of `parent_job` when given) to embed the index with it."""
+    with transaction.atomic():
+        current = (
+            EmbeddingModelVersion.objects.select_for_update()
+            .filter(project=version.project, status=RetrieverStatus.PRODUCTION)
+            .exclude(pk=version.pk)
+        )
+        current.update(status=RetrieverStatus.RETIRED)
+        version = EmbeddingModelVersion.objects.select_for_update().get(pk=version.pk)
+        version.status = RetrieverStatus.PRODUCTION
+        version.promoted_at = timezone.now()
+        version.save(update_fields=["status", "promoted_at", "updated_at"])
+        retriever_index_follow(project=version.project, parent_job=parent_job, trigger=trigger,
+                               triggered_by=triggered_by)  # fmt: skip
+    return version
+
+
+def embedding_model_version_previous(*, project: Project) -> EmbeddingModelVersion | None:
+    """The retriever that was in production before the current one (None: the bundled one)."""
+    return (
+        EmbeddingModelVersion.objects.filter(project=project, status=RetrieverStatus.RETIRED)
+        .exclude(promoted_at=None)
+        .order_by("-promoted_at")
+        .first()
+    )
+
+
+def embedding_model_version_rollback(
+    *, project: Project, trigger: str | None = None, triggered_by=None
+) -> EmbeddingModelVersion | None:
+    """Put the previous production retriever back, and an index that it built
+    (`retriever_index_follow`: the most recent one it built is activated, or a refresh queued).
+
+    Returns the restored version, or None when the bundled model serves again (the current
+    retriever was the first fine-tuned one to be promoted). With the bundled model serving
+    after such a rollback, the retriever it replaced comes back, as model rollback toggles.
+    Raises NothingToRollBack when no fine-tuned retriever was ever promoted.
+    """
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        current = embedding_model_version_production(project=project)
+        previous = embedding_model_version_previous(project=project)
+        if previous is not None:
+            return embedding_model_version_promote(
+                version=previous, trigger=trigger, triggered_by=triggered_by
+            )
+        if current is None:
+            raise NothingToRollBack("No fine-tuned retriever was ever in production.")
+        EmbeddingModelVersion.objects.filter(pk=current.pk).update(
+            status=RetrieverStatus.RETIRED, updated_at=timezone.now()
+        )
+        retriever_index_follow(project=project, trigger=trigger, triggered_by=triggered_by)
+    return None
+
+
+def embedding_model_version_reject(*, version: EmbeddingModelVersion) -> EmbeddingModelVersion:
+    if version.status == RetrieverStatus.CANDIDATE:
+        version.status = RetrieverStatus.REJECTED
+        version.save(update_fields=["status", "updated_at"])
+    return version

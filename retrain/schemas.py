@@ -66,7 +66,30 @@ class IndexVersionOut(Schema):
     number: int
     status: str
     embedding_model: str
+    # The fine-tuned retriever that embedded it; null: the bundled model.
+    embedding_model_version_id: int | None
     stats: dict
     activated_at: datetime | None
     built_by_job_id: int | None
     created_at: datetime
+
+
+class EmbeddingModelVersionOut(Schema):
+    """A retriever; where its files lie stays on the server."""
+
+    id: int
+    name: str
+    status: str
+    metrics: dict
+    promoted_at: datetime | None
+    training_job_id: int | None
+    parent_id: int | None
+    created_at: datetime
+
+
+class EmbeddingModelRollbackOut(Schema):
+    # null: the bundled embedding model serves again.
+    restored: EmbeddingModelVersionOut | None
+    # The index retrieval reads now: one the restored retriever built, when there is one;
+    # otherwise an index refresh was queued to build it.
+    active_index_version_id: int | None

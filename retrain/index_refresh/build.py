@@ -15,6 +15,7 @@ from flywheel.services.indexing import (
     passage_for_embedding,
     passage_hash,
 )
+from retrain.promotion import embedding_model_version_production
 
 
 @dataclass(frozen=True)
@@ -39,10 +40,12 @@ def index_version_build(
     built_by_job_id: int | None = None,
 ) -> IndexVersion:
     """Build a new, ready (not yet active) version from every current document and the given
-    approved corrections (as FAQ chunks). Passages whose text and embedding model are
-    unchanged reuse their stored vectors; only new passages are embedded."""
+    approved corrections (as FAQ chunks), embedded by the production retriever (the bundled
+    model when none is promoted). Passages whose text and embedding model are unchanged reuse
+    their stored vectors; only new passages are embedded."""
     options = chunking_options_from_settings()
-    model = embedding_model_name()
+    retriever = embedding_model_version_production(project=project)
+    model = retriever.path if retriever is not None else embedding_model_name()
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)
         latest = IndexVersion.objects.filter(project=project).aggregate(Max("number"))
@@ -51,6 +54,7 @@ def index_version_build(
             number=(latest["number__max"] or 0) + 1,
             status=IndexVersion.Status.BUILDING,
             embedding_model=model,
+            embedding_model_version=retriever,
             chunking=options.as_dict(),
             description="Built by an index refresh.",
             built_by_job_id=built_by_job_id,

@@ -4,8 +4,9 @@ corrections, evaluated against the active one, then switched to."""
 from django.db.models import OuterRef, Subquery
 
 from feedback.models import Review
-from flywheel.models import IndexVersion, Project
+from flywheel.models import IndexVersion, Project, VerifiedAnswer
 from flywheel.selectors.retrieval import active_index_version
+from flywheel.services.verified_answers import verified_answers_calibrate, verified_answers_reembed
 from retrain.curation.policy import curation_policy_get
 from retrain.index_refresh.build import CorrectionEntry, index_version_build
 from retrain.jobs.lifecycle import JobCancelled
@@ -64,7 +65,7 @@ def run(job: Job, context) -> None:
     project = job.project
     corrections = approved_corrections(project=project)
     context.log(f"{len(corrections)} approved corrections to include")
-    building = []
+    building: list[IndexVersion] = []
     try:
         version = index_version_build(
             project=project,
@@ -112,3 +113,32 @@ def run(job: Job, context) -> None:
         context.stop_if_cancelled()
         index_version_activate(version=version)
         context.log(f"Index v{version.number} is now active")
+        _verified_answers_follow(project=project, version=version, context=context)
+
+
+def _verified_answers_follow(*, project: Project, version: IndexVersion, context) -> None:
+    """Verified questions are matched in the embedding space of the active index's retriever:
+    embed them with it where another one embedded them (activation did so already; this
+    catches answers published meanwhile), then calibrate the match threshold there. Not
+    cancellable: the index already serves."""
+    verified_answers_reembed(project=project, embedding_model=version.embedding_model)
+    policy = verified_answers_calibrate(project=project)
+    # The model is named by its version, not by its folder: metrics are shown to API clients.
+    calibration = {k: v for k, v in policy.calibration.items() if k != "embedding_model"}
+    retriever = version.embedding_model_version
+    embedded = (
+        VerifiedAnswer.objects.filter(project=project, embedding_model=version.embedding_model)
+        .exclude(status=VerifiedAnswer.Status.WITHDRAWN)
+        .count()
+    )
+    context.record_metrics(
+        verified_answers={
+            "retriever": retriever.name if retriever else "bundled",
+            "embedded_by_it": embedded,
+            "calibration": calibration,
+        }
+    )
+    context.log(
+        f"Verified answers: {embedded} embedded by the index's retriever, match threshold "
+        f"{calibration.get('threshold', 'default')}"
+    )

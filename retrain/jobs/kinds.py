@@ -9,6 +9,7 @@ from retrain.tasks import curation as curation_tasks
 from retrain.tasks import indexing as indexing_tasks
 from retrain.tasks import training as training_tasks
 from retrain.training import job as training
+from retrain.training import retriever_job
 
 
 def register_all() -> None:
@@ -20,3 +21,5 @@ def register_all() -> None:
                       validate=training.validate_parameters)  # fmt: skip
     register_job_kind(Job.Kind.EVALUATION, task=training_tasks.run_evaluation,
                       validate=evaluation.validate_parameters)  # fmt: skip
+    register_job_kind(Job.Kind.RETRIEVER_TRAINING, task=training_tasks.run_retriever_training,
+                      validate=retriever_job.validate_parameters)  # fmt: skip

@@ -10,6 +10,7 @@ from django.conf import settings
 from retrain.evaluation import job as evaluation
 from retrain.jobs.lifecycle import job_run
 from retrain.training import job as training
+from retrain.training import retriever_job
 
 LONG_JOB = {
     "acks_late": True,
@@ -27,3 +28,8 @@ def run_lora_training(job_id: int) -> str | None:
 @shared_task(**LONG_JOB)
 def run_evaluation(job_id: int) -> str | None:
     return job_run(job_id=job_id, handler=evaluation.run)
+
+
+@shared_task(**LONG_JOB)
+def run_retriever_training(job_id: int) -> str | None:
+    return job_run(job_id=job_id, handler=retriever_job.run)
