@@ -3,6 +3,7 @@ and which retriever (embedding model) builds the index. Each switches one pointe
 earlier versions are kept for rollback."""
 
 from dataclasses import dataclass
+from typing import TypeVar
 
 from django.db import transaction
 from django.utils import timezone
@@ -14,34 +15,55 @@ from flywheel.services.verified_answers import verified_answers_reembed
 from retrain.jobs.lifecycle import job_create
 from retrain.models import Job
 
+# Model versions and retrievers share their status values (candidate, production, retired,
+# rejected), so one pointer switch serves both.
 Status = ModelVersion.Status
 RetrieverStatus = EmbeddingModelVersion.Status
+
+
+Versioned = TypeVar("Versioned", ModelVersion, EmbeddingModelVersion)
+
+
+def _production_switch(version: Versioned) -> Versioned:
+    """Make `version` its project's production version of its kind, retiring (and keeping) the
+    current one; the caller holds a transaction."""
+    kind = type(version)
+    kind.objects.select_for_update().filter(
+        project=version.project, status=Status.PRODUCTION
+    ).exclude(pk=version.pk).update(status=Status.RETIRED)
+    version = kind.objects.select_for_update().get(pk=version.pk)
+    version.status = Status.PRODUCTION
+    version.promoted_at = timezone.now()
+    version.save(update_fields=["status", "promoted_at", "updated_at"])
+    return version
+
+
+def _previous_production(kind: type[Versioned], *, project: Project) -> Versioned | None:
+    """The version of `kind` that was in production before the current one."""
+    return (
+        kind.objects.filter(project=project, status=Status.RETIRED)
+        .exclude(promoted_at=None)
+        .order_by("-promoted_at")
+        .first()
+    )
+
+
+def _candidate_reject(version: Versioned) -> Versioned:
+    if version.status == Status.CANDIDATE:
+        version.status = Status.REJECTED
+        version.save(update_fields=["status", "updated_at"])
+    return version
 
 
 def model_version_promote(*, version: ModelVersion) -> ModelVersion:
     """Make `version` production; the current production version is retired (kept)."""
     with transaction.atomic():
-        current = (
-            ModelVersion.objects.select_for_update()
-            .filter(project=version.project, status=Status.PRODUCTION)
-            .exclude(pk=version.pk)
-        )
-        current.update(status=Status.RETIRED)
-        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
-        version.status = Status.PRODUCTION
-        version.promoted_at = timezone.now()
-        version.save(update_fields=["status", "promoted_at", "updated_at"])
-    return version
+        return _production_switch(version)
 
 
 def model_version_previous(*, project: Project) -> ModelVersion | None:
     """The version that was in production before the current one."""
-    return (
-        ModelVersion.objects.filter(project=project, status=Status.RETIRED)
-        .exclude(promoted_at=None)
-        .order_by("-promoted_at")
-        .first()
-    )
+    return _previous_production(ModelVersion, project=project)
 
 
 def model_version_rollback(*, project: Project) -> ModelVersion | None:
@@ -51,10 +73,7 @@ def model_version_rollback(*, project: Project) -> ModelVersion | None:
 
 
 def model_version_reject(*, version: ModelVersion) -> ModelVersion:
-    if version.status == Status.CANDIDATE:
-        version.status = Status.REJECTED
-        version.save(update_fields=["status", "updated_at"])
-    return version
+    return _candidate_reject(version)
 
 
 def index_version_activate(*, version: IndexVersion) -> IndexVersion:
@@ -161,16 +180,7 @@ def embedding_model_version_promote(
     follows in the same transaction (`retriever_index_follow`): for a new retriever, an index
     refresh is queued (a child of `parent_job` when given) to embed the index with it."""
     with transaction.atomic():
-        current = (
-            EmbeddingModelVersion.objects.select_for_update()
-            .filter(project=version.project, status=RetrieverStatus.PRODUCTION)
-            .exclude(pk=version.pk)
-        )
-        current.update(status=RetrieverStatus.RETIRED)
-        version = EmbeddingModelVersion.objects.select_for_update().get(pk=version.pk)
-        version.status = RetrieverStatus.PRODUCTION
-        version.promoted_at = timezone.now()
-        version.save(update_fields=["status", "promoted_at", "updated_at"])
+        version = _production_switch(version)
         retriever_index_follow(project=version.project, parent_job=parent_job, trigger=trigger,
                                triggered_by=triggered_by)  # fmt: skip
     return version
@@ -178,12 +188,7 @@ def embedding_model_version_promote(
 
 def embedding_model_version_previous(*, project: Project) -> EmbeddingModelVersion | None:
     """The retriever that was in production before the current one (None: the bundled one)."""
-    return (
-        EmbeddingModelVersion.objects.filter(project=project, status=RetrieverStatus.RETIRED)
-        .exclude(promoted_at=None)
-        .order_by("-promoted_at")
-        .first()
-    )
+    return _previous_production(EmbeddingModelVersion, project=project)
 
 
 def embedding_model_version_rollback(
@@ -215,7 +220,4 @@ def embedding_model_version_rollback(
 
 
 def embedding_model_version_reject(*, version: EmbeddingModelVersion) -> EmbeddingModelVersion:
-    if version.status == RetrieverStatus.CANDIDATE:
-        version.status = RetrieverStatus.REJECTED
-        version.save(update_fields=["status", "updated_at"])
-    return version
+    return _candidate_reject(version)
