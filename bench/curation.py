@@ -75,27 +75,47 @@ PROGRESS_EVERY = 10_000  # interactions curated between two progress lines
 
 # (subject, where the app keeps it): the answers send the user there.
 SUBJECTS = [
-    ("a shelf", "the sidebar"), ("a note", "the note list"), ("a tag", "the tag panel"),
-    ("a template", "Settings → Templates"), ("an attachment", "the note's paperclip menu"),
-    ("a shared shelf", "the shelf menu"), ("a workspace", "Settings → Workspaces"),
-    ("a team member", "Settings → Members"), ("a reminder", "the note's bell menu"),
-    ("a checklist", "the editor toolbar"), ("a table in a note", "the editor toolbar"),
-    ("a web clip", "the browser extension"), ("an API token", "Settings → Developer"),
-    ("a webhook", "Settings → Developer"), ("my password", "Settings → Account"),
-    ("my e-mail address", "Settings → Account"), ("two-factor sign-in", "Settings → Security"),
-    ("single sign-on", "Settings → Security"), ("the audit log", "Settings → Security"),
-    ("my invoice", "Settings → Billing"), ("my plan", "Settings → Billing"),
-    ("the billing address", "Settings → Billing"), ("offline mode", "Settings → Sync"),
-    ("sync", "Settings → Sync"), ("a backup", "Settings → Backups"),
-    ("version history", "the note's clock menu"), ("the desktop app", "the Downloads page"),
-    ("the mobile app", "the app store page"), ("dark mode", "Settings → Appearance"),
-    ("keyboard shortcuts", "Settings → Shortcuts"), ("notifications", "Settings → Notifications"),
-    ("a saved search", "the search bar"), ("a pinned note", "the note menu"),
-    ("a note link", "the note menu"), ("a PDF export", "the shelf menu"),
-    ("a Markdown import", "Settings → Import"), ("a calendar event", "Settings → Integrations"),
-    ("the Slack integration", "Settings → Integrations"), ("a guest account", "Settings → Members"),
+    ("a shelf", "the sidebar"),
+    ("a note", "the note list"),
+    ("a tag", "the tag panel"),
+    ("a template", "Settings → Templates"),
+    ("an attachment", "the note's paperclip menu"),
+    ("a shared shelf", "the shelf menu"),
+    ("a workspace", "Settings → Workspaces"),
+    ("a team member", "Settings → Members"),
+    ("a reminder", "the note's bell menu"),
+    ("a checklist", "the editor toolbar"),
+    ("a table in a note", "the editor toolbar"),
+    ("a web clip", "the browser extension"),
+    ("an API token", "Settings → Developer"),
+    ("a webhook", "Settings → Developer"),
+    ("my password", "Settings → Account"),
+    ("my e-mail address", "Settings → Account"),
+    ("two-factor sign-in", "Settings → Security"),
+    ("single sign-on", "Settings → Security"),
+    ("the audit log", "Settings → Security"),
+    ("my invoice", "Settings → Billing"),
+    ("my plan", "Settings → Billing"),
+    ("the billing address", "Settings → Billing"),
+    ("offline mode", "Settings → Sync"),
+    ("sync", "Settings → Sync"),
+    ("a backup", "Settings → Backups"),
+    ("version history", "the note's clock menu"),
+    ("the desktop app", "the Downloads page"),
+    ("the mobile app", "the app store page"),
+    ("dark mode", "Settings → Appearance"),
+    ("keyboard shortcuts", "Settings → Shortcuts"),
+    ("notifications", "Settings → Notifications"),
+    ("a saved search", "the search bar"),
+    ("a pinned note", "the note menu"),
+    ("a note link", "the note menu"),
+    ("a PDF export", "the shelf menu"),
+    ("a Markdown import", "Settings → Import"),
+    ("a calendar event", "Settings → Integrations"),
+    ("the Slack integration", "Settings → Integrations"),
+    ("a guest account", "Settings → Members"),
     ("an emoji reaction", "the comment bar"),
-]  # fmt: skip
+]
 
 
 @dataclass(frozen=True)
@@ -108,128 +128,296 @@ class Task:
 
 
 TASKS = [
-    Task(("How do I set up {s}?", "How can I create {s}?", "Where do I add {s}?",
-          "how to set up {s}", "Is there a way to make {s}?"),
-         ("Open {where} and choose New; {s} is ready at once and syncs to your devices.",
-          "Go to {where}, pick New and give it a name. That is all it takes.",
-          "You can set up {s} from {where}: choose New, then Save."),
-         ("Open {where}, press the + button and name it; it appears on every device.",
-          "Use {where} → New. On the Sprout plan you can have up to 3 shelves.")),
-    Task(("How do I delete {s}?", "How can I remove {s}?", "Where is the option to delete {s}?",
-          "how to get rid of {s}", "Can I permanently delete {s}?"),
-         ("Open {where}, choose the item and press Delete. It stays in the bin for 30 days.",
-          "In {where}, right-click it and choose Delete; the bin keeps it 30 days.",
-          "Select it in {where} and press the Delete key."),
-         ("Delete it from {where}; to remove it for good, empty the bin afterwards.",
-          "Choose Delete in {where}. The bin empties itself after 30 days.")),
-    Task(("How do I restore {s} I deleted?", "Can I get back {s} I removed by mistake?",
-          "How can I recover {s}?", "undo deleting {s}",
-          "Is it possible to bring back {s} after deleting it?"),
-         ("Open the bin in the sidebar, select it and choose Restore within 30 days.",
-          "Deleted items stay in the bin for 30 days: open it and choose Restore.",
-          "Go to the bin, find it and press Restore; it returns to {where}."),
-         ("Open the bin from the sidebar and choose Restore; after 30 days it is gone for good.",
-          "Restore it from the bin within 30 days; Grove workspaces keep backups for a year.")),
-    Task(("How do I share {s} with my team?", "Can I share {s} with someone outside my workspace?",
-          "How can others see {s}?", "share {s} with a colleague",
-          "What's the way to give a coworker access to {s}?"),
-         ("Open {where}, choose Share and enter your colleague's e-mail address.",
-          "Use Share in {where}; people outside the workspace join as guests.",
-          "Choose Share from {where} and pick who may view or edit."),
-         ("Choose Share in {where}. Guests need a Canopy or Grove plan.",
-          "Share it from {where}; viewers need no account, editors do.")),
-    Task(("How do I export {s}?", "Can I download {s} as a file?",
-          "How can I back up {s} to my computer?", "export {s}",
-          "Is there a way to save {s} outside Quillmate?"),
-         ("Open {where} and choose Export; you get Markdown files in a zip.",
-          "Use Export in {where}. PDF and Markdown are both available.",
-          "Choose Export from {where}, then pick the format."),
-         ("Export from {where}: Markdown keeps links and tags, PDF keeps the layout.",
-          "Use {where} → Export; large shelves arrive by e-mail as a download link.")),
-    Task(("How do I rename {s}?", "Can I change the name of {s}?",
-          "Where do I edit the title of {s}?", "rename {s}",
-          "How can I give {s} a different name?"),
-         ("Double-click its name in {where} and type the new one.",
-          "Open {where}, choose Rename and press Enter when done.",
-          "Right-click it in {where} and pick Rename."),
-         ("Choose Rename in {where}; links to it keep working.",
-          "Click the title in {where} and edit it; the change syncs at once.")),
-    Task(("How do I move {s} to another workspace?",
-          "Can I transfer {s} to a different workspace?",
-          "How can I move {s} between workspaces?", "move {s} to my other workspace",
-          "Is it possible to relocate {s} to a new workspace?"),
-         ("Open {where}, choose Move and pick the workspace.",
-          "Use Move in {where}; you need edit rights in both workspaces.",
-          "Drag it onto the other workspace in the sidebar."),
-         ("Choose Move in {where}; comments and history move with it.",
-          "Use {where} → Move. Shared links break, so share it again afterwards.")),
-    Task(("Where can I find {s}?", "I can't find {s}, where is it?", "Where is {s} in the app?",
-          "where is {s}", "How do I get to {s}?"),
-         ("It is in {where}.", "You will find it under {where}.",
-          "Look in {where}; search with Ctrl+K finds it too."),
-         ("Open {where}; if it is missing, your plan may not include it.",
-          "It lives in {where}. Ctrl+K searches every note and setting.")),
-    Task(("How do I turn off {s}?", "Can I disable {s}?", "How can I switch {s} off?",
-          "disable {s}", "Is there a setting to stop {s}?"),
-         ("Open {where} and switch it off.", "In {where}, clear the Enabled box.",
-          "Go to {where} and choose Disable."),
-         ("Switch it off in {where}; admins can turn it off for the whole workspace.",
-          "Use {where} → Disable. It takes effect on every device within a minute.")),
-    Task(("Why doesn't {s} sync to my phone?",
-          "{S} is not syncing between my devices, what can I do?",
-          "Why are changes to {s} missing on my laptop?", "{s} not syncing",
-          "How do I fix {s} not updating on my other devices?"),
-         ("Check Settings → Sync on both devices and sign out and in again.",
-          "Make sure both devices are online; changes sync within seconds.",
-          "Open Settings → Sync and choose Sync now."),
-         ("Open Settings → Sync and choose Sync now; a device offline for 30 days must sign in "
-          "again.",
-          "Update the app on both devices; versions older than 4.2 no longer sync.")),
-    Task(("Can I use {s} offline?", "Does {s} work without an internet connection?",
-          "Will {s} be available when I'm offline?", "{s} offline",
-          "What happens to {s} when I lose my connection?"),
-         ("Yes: every device keeps a full copy and syncs when it is back online.",
-          "It works offline; changes are merged when you reconnect.",
-          "Offline mode keeps everything on your device, so yes."),
-         ("Yes on desktop and mobile; the web app needs a connection.",
-          "Yes. Conflicting edits made offline are kept side by side as two versions.")),
-    Task(("Does {s} cost extra?", "Which plan do I need for {s}?",
-          "Is {s} included in the free Sprout plan?", "price of {s}",
-          "Do I have to pay to use {s}?"),
-         ("It is included in every plan.", "You need Canopy (9 euros per user per month).",
-          "Sprout includes it; Grove adds more."),
-         ("It is part of Canopy and Grove; Sprout has it with a limit of 3 shelves.",
-          "Grove (21 euros per user per month) includes it with single sign-on.")),
-    Task(("Is there a limit on {s}?", "How many times can I use {s}?",
-          "What is the maximum for {s}?", "limits for {s}", "Will I hit a cap with {s}?"),
-         ("There is no limit on paid plans.", "Sprout allows 3; Canopy and Grove have no limit.",
-          "The limit is 1,000 per workspace."),
-         ("No limit on Canopy and Grove; Sprout stops at 3 shelves.",
-          "Files up to 200 MB each; there is no limit on how many.")),
-    Task(("Is {s} encrypted?", "How secure is {s}?", "Can Quillmate staff read {s}?",
-          "{s} encryption", "Is {s} protected if my laptop is stolen?"),
-         ("Yes, it is encrypted in transit and at rest.",
-          "Everything is encrypted with AES-256 at rest and TLS in transit.",
-          "Staff cannot read your data without your permission."),
-         ("Encrypted at rest and in transit; turn on two-factor sign-in in Settings → Security.",
-          "Yes; a stolen laptop can be signed out remotely from Settings → Security.")),
-    Task(("{S} stopped working, how do I fix it?", "Why is {s} broken?",
-          "I get an error with {s}, what should I do?", "{s} error",
-          "Something is wrong with {s}, can you help?"),
-         ("Restart the app and try again; if it persists, contact support.",
-          "Sign out and in again, then check {where}.",
-          "Update to the latest version and open {where} again."),
-         ("Update the app, then open {where}; write to support@quillmate.example if it fails.",
-          "Clear the app cache in Settings → Advanced and reopen {where}.")),
-    Task(("Who can edit {s}?", "Can I make {s} read-only?",
-          "How do I control who changes {s}?", "permissions for {s}",
-          "Is it possible to lock {s} so nobody edits it?"),
-         ("Owners and editors can; set roles in {where}.",
-          "Open {where} and choose Permissions.",
-          "Choose Lock in {where} to make it read-only."),
-         ("Set each person's role in {where}; viewers can comment but not edit.",
-          "Choose Permissions in {where}; only admins can change owners.")),
-]  # fmt: skip
+    Task(
+        (
+            "How do I set up {s}?",
+            "How can I create {s}?",
+            "Where do I add {s}?",
+            "how to set up {s}",
+            "Is there a way to make {s}?",
+        ),
+        (
+            "Open {where} and choose New; {s} is ready at once and syncs to your devices.",
+            "Go to {where}, pick New and give it a name. That is all it takes.",
+            "You can set up {s} from {where}: choose New, then Save.",
+        ),
+        (
+            "Open {where}, press the + button and name it; it appears on every device.",
+            "Use {where} → New. On the Sprout plan you can have up to 3 shelves.",
+        ),
+    ),
+    Task(
+        (
+            "How do I delete {s}?",
+            "How can I remove {s}?",
+            "Where is the option to delete {s}?",
+            "how to get rid of {s}",
+            "Can I permanently delete {s}?",
+        ),
+        (
+            "Open {where}, choose the item and press Delete. It stays in the bin for 30 days.",
+            "In {where}, right-click it and choose Delete; the bin keeps it 30 days.",
+            "Select it in {where} and press the Delete key.",
+        ),
+        (
+            "Delete it from {where}; to remove it for good, empty the bin afterwards.",
+            "Choose Delete in {where}. The bin empties itself after 30 days.",
+        ),
+    ),
+    Task(
+        (
+            "How do I restore {s} I deleted?",
+            "Can I get back {s} I removed by mistake?",
+            "How can I recover {s}?",
+            "undo deleting {s}",
+            "Is it possible to bring back {s} after deleting it?",
+        ),
+        (
+            "Open the bin in the sidebar, select it and choose Restore within 30 days.",
+            "Deleted items stay in the bin for 30 days: open it and choose Restore.",
+            "Go to the bin, find it and press Restore; it returns to {where}.",
+        ),
+        (
+            "Open the bin from the sidebar and choose Restore; after 30 days it is gone for good.",
+            "Restore it from the bin within 30 days; Grove workspaces keep backups for a year.",
+        ),
+    ),
+    Task(
+        (
+            "How do I share {s} with my team?",
+            "Can I share {s} with someone outside my workspace?",
+            "How can others see {s}?",
+            "share {s} with a colleague",
+            "What's the way to give a coworker access to {s}?",
+        ),
+        (
+            "Open {where}, choose Share and enter your colleague's e-mail address.",
+            "Use Share in {where}; people outside the workspace join as guests.",
+            "Choose Share from {where} and pick who may view or edit.",
+        ),
+        (
+            "Choose Share in {where}. Guests need a Canopy or Grove plan.",
+            "Share it from {where}; viewers need no account, editors do.",
+        ),
+    ),
+    Task(
+        (
+            "How do I export {s}?",
+            "Can I download {s} as a file?",
+            "How can I back up {s} to my computer?",
+            "export {s}",
+            "Is there a way to save {s} outside Quillmate?",
+        ),
+        (
+            "Open {where} and choose Export; you get Markdown files in a zip.",
+            "Use Export in {where}. PDF and Markdown are both available.",
+            "Choose Export from {where}, then pick the format.",
+        ),
+        (
+            "Export from {where}: Markdown keeps links and tags, PDF keeps the layout.",
+            "Use {where} → Export; large shelves arrive by e-mail as a download link.",
+        ),
+    ),
+    Task(
+        (
+            "How do I rename {s}?",
+            "Can I change the name of {s}?",
+            "Where do I edit the title of {s}?",
+            "rename {s}",
+            "How can I give {s} a different name?",
+        ),
+        (
+            "Double-click its name in {where} and type the new one.",
+            "Open {where}, choose Rename and press Enter when done.",
+            "Right-click it in {where} and pick Rename.",
+        ),
+        (
+            "Choose Rename in {where}; links to it keep working.",
+            "Click the title in {where} and edit it; the change syncs at once.",
+        ),
+    ),
+    Task(
+        (
+            "How do I move {s} to another workspace?",
+            "Can I transfer {s} to a different workspace?",
+            "How can I move {s} between workspaces?",
+            "move {s} to my other workspace",
+            "Is it possible to relocate {s} to a new workspace?",
+        ),
+        (
+            "Open {where}, choose Move and pick the workspace.",
+            "Use Move in {where}; you need edit rights in both workspaces.",
+            "Drag it onto the other workspace in the sidebar.",
+        ),
+        (
+            "Choose Move in {where}; comments and history move with it.",
+            "Use {where} → Move. Shared links break, so share it again afterwards.",
+        ),
+    ),
+    Task(
+        (
+            "Where can I find {s}?",
+            "I can't find {s}, where is it?",
+            "Where is {s} in the app?",
+            "where is {s}",
+            "How do I get to {s}?",
+        ),
+        (
+            "It is in {where}.",
+            "You will find it under {where}.",
+            "Look in {where}; search with Ctrl+K finds it too.",
+        ),
+        (
+            "Open {where}; if it is missing, your plan may not include it.",
+            "It lives in {where}. Ctrl+K searches every note and setting.",
+        ),
+    ),
+    Task(
+        (
+            "How do I turn off {s}?",
+            "Can I disable {s}?",
+            "How can I switch {s} off?",
+            "disable {s}",
+            "Is there a setting to stop {s}?",
+        ),
+        (
+            "Open {where} and switch it off.",
+            "In {where}, clear the Enabled box.",
+            "Go to {where} and choose Disable.",
+        ),
+        (
+            "Switch it off in {where}; admins can turn it off for the whole workspace.",
+            "Use {where} → Disable. It takes effect on every device within a minute.",
+        ),
+    ),
+    Task(
+        (
+            "Why doesn't {s} sync to my phone?",
+            "{S} is not syncing between my devices, what can I do?",
+            "Why are changes to {s} missing on my laptop?",
+            "{s} not syncing",
+            "How do I fix {s} not updating on my other devices?",
+        ),
+        (
+            "Check Settings → Sync on both devices and sign out and in again.",
+            "Make sure both devices are online; changes sync within seconds.",
+            "Open Settings → Sync and choose Sync now.",
+        ),
+        (
+            "Open Settings → Sync and choose Sync now; a device offline for 30 days must sign in "
+            "again.",
+            "Update the app on both devices; versions older than 4.2 no longer sync.",
+        ),
+    ),
+    Task(
+        (
+            "Can I use {s} offline?",
+            "Does {s} work without an internet connection?",
+            "Will {s} be available when I'm offline?",
+            "{s} offline",
+            "What happens to {s} when I lose my connection?",
+        ),
+        (
+            "Yes: every device keeps a full copy and syncs when it is back online.",
+            "It works offline; changes are merged when you reconnect.",
+            "Offline mode keeps everything on your device, so yes.",
+        ),
+        (
+            "Yes on desktop and mobile; the web app needs a connection.",
+            "Yes. Conflicting edits made offline are kept side by side as two versions.",
+        ),
+    ),
+    Task(
+        (
+            "Does {s} cost extra?",
+            "Which plan do I need for {s}?",
+            "Is {s} included in the free Sprout plan?",
+            "price of {s}",
+            "Do I have to pay to use {s}?",
+        ),
+        (
+            "It is included in every plan.",
+            "You need Canopy (9 euros per user per month).",
+            "Sprout includes it; Grove adds more.",
+        ),
+        (
+            "It is part of Canopy and Grove; Sprout has it with a limit of 3 shelves.",
+            "Grove (21 euros per user per month) includes it with single sign-on.",
+        ),
+    ),
+    Task(
+        (
+            "Is there a limit on {s}?",
+            "How many times can I use {s}?",
+            "What is the maximum for {s}?",
+            "limits for {s}",
+            "Will I hit a cap with {s}?",
+        ),
+        (
+            "There is no limit on paid plans.",
+            "Sprout allows 3; Canopy and Grove have no limit.",
+            "The limit is 1,000 per workspace.",
+        ),
+        (
+            "No limit on Canopy and Grove; Sprout stops at 3 shelves.",
+            "Files up to 200 MB each; there is no limit on how many.",
+        ),
+    ),
+    Task(
+        (
+            "Is {s} encrypted?",
+            "How secure is {s}?",
+            "Can Quillmate staff read {s}?",
+            "{s} encryption",
+            "Is {s} protected if my laptop is stolen?",
+        ),
+        (
+            "Yes, it is encrypted in transit and at rest.",
+            "Everything is encrypted with AES-256 at rest and TLS in transit.",
+            "Staff cannot read your data without your permission.",
+        ),
+        (
+            "Encrypted at rest and in transit; turn on two-factor sign-in in Settings → Security.",
+            "Yes; a stolen laptop can be signed out remotely from Settings → Security.",
+        ),
+    ),
+    Task(
+        (
+            "{S} stopped working, how do I fix it?",
+            "Why is {s} broken?",
+            "I get an error with {s}, what should I do?",
+            "{s} error",
+            "Something is wrong with {s}, can you help?",
+        ),
+        (
+            "Restart the app and try again; if it persists, contact support.",
+            "Sign out and in again, then check {where}.",
+            "Update to the latest version and open {where} again.",
+        ),
+        (
+            "Update the app, then open {where}; write to support@quillmate.example if it fails.",
+            "Clear the app cache in Settings → Advanced and reopen {where}.",
+        ),
+    ),
+    Task(
+        (
+            "Who can edit {s}?",
+            "Can I make {s} read-only?",
+            "How do I control who changes {s}?",
+            "permissions for {s}",
+            "Is it possible to lock {s} so nobody edits it?",
+        ),
+        (
+            "Owners and editors can; set roles in {where}.",
+            "Open {where} and choose Permissions.",
+            "Choose Lock in {where} to make it read-only.",
+        ),
+        (
+            "Set each person's role in {where}; viewers can comment but not edit.",
+            "Choose Permissions in {where}; only admins can change owners.",
+        ),
+    ),
+]
 WRONG_ANSWERS = (
     "I'm sorry, Quillmate cannot do that.",
     "Please contact your administrator.",
@@ -259,12 +447,16 @@ class Question:
 
 def questions_catalogue() -> list[Question]:
     return [
-        Question(text=template_fill(phrasing, subject=subject, where=where), task=task,
-                 subject=subject, where=where)
+        Question(
+            text=template_fill(phrasing, subject=subject, where=where),
+            task=task,
+            subject=subject,
+            where=where,
+        )
         for task in TASKS
         for subject, where in SUBJECTS
         for phrasing in task.phrasings
-    ]  # fmt: skip
+    ]
 
 
 def knowledge_base_sections() -> list[tuple[str, str, str]]:
@@ -316,15 +508,24 @@ class GeneratedFeedback:
 
 
 FEEDBACK_MIX = (
-    ("thumbs up", 0.60), ("thumbs down", 0.15), ("correction", 0.10), ("score", 0.10),
+    ("thumbs up", 0.60),
+    ("thumbs down", 0.15),
+    ("correction", 0.10),
+    ("score", 0.10),
     ("reviewed", 0.05),
-)  # fmt: skip
+)
 
 
 def feedback_generate(
-    *, count: int, questions: list[Question], vectors: np.ndarray, project_id: int,
-    index_version_id: int, model_version_id: int, reviewer_id: int,
-) -> GeneratedFeedback:  # fmt: skip
+    *,
+    count: int,
+    questions: list[Question],
+    vectors: np.ndarray,
+    project_id: int,
+    index_version_id: int,
+    model_version_id: int,
+    reviewer_id: int,
+) -> GeneratedFeedback:
     """Rows for COPY: interactions, ratings and reviews, in the order of their columns."""
     from psycopg.types.json import Jsonb
 
@@ -334,10 +535,10 @@ def feedback_generate(
     popularity = [1 / (rank + 1) ** 0.8 for rank in range(len(questions))]
     rng.shuffle(popularity)
     drawn = rng.choices(range(len(questions)), weights=popularity, k=count)
-    kinds = rng.choices([k for k, _ in FEEDBACK_MIX], weights=[w for _, w in FEEDBACK_MIX],
-                        k=count)  # fmt: skip
-    emails = [f"{name}.{number}@example.com" for number in range(300)
-              for name in ("maria", "li", "sam")]  # fmt: skip
+    kinds = rng.choices([k for k, _ in FEEDBACK_MIX], weights=[w for _, w in FEEDBACK_MIX], k=count)
+    emails = [
+        f"{name}.{number}@example.com" for number in range(300) for name in ("maria", "li", "sam")
+    ]
     started = datetime.now(UTC) - timedelta(days=HISTORY_DAYS)
     step = timedelta(days=HISTORY_DAYS) / count
     generated = GeneratedFeedback(kinds=Counter(kinds))
@@ -354,34 +555,68 @@ def feedback_generate(
             opening = f"Hi, I'm on the {rng.choice(PLANS)} plan."
             if rng.random() < 0.5:
                 opening = f"Hi, I'm {rng.choice(emails)} on the {rng.choice(PLANS)} plan."
-            messages = [{"role": "user", "content": opening},
-                        {"role": "assistant", "content": "Hello! What can I help you with?"},
-                        *messages]  # fmt: skip
+            messages = [
+                {"role": "user", "content": opening},
+                {"role": "assistant", "content": "Hello! What can I help you with?"},
+                *messages,
+            ]
         # The same question retrieves the same passages, as a fixed index would.
         passage_rng = random.Random(question_index)
         retrieved = [
-            {"chunk_id": sections.index(section) + 1, "document_id": 1, "kind": "document",
-             "title": section[0], "source_uri": "", "heading": section[1], "text": section[2],
-             "score": round(0.9 - 0.1 * rank + passage_rng.random() * 0.05, 6),
-             "rank": rank + 1, "vector_similarity": round(0.7 - 0.05 * rank, 6),
-             "keyword_score": None, "index_version_id": index_version_id}
+            {
+                "chunk_id": sections.index(section) + 1,
+                "document_id": 1,
+                "kind": "document",
+                "title": section[0],
+                "source_uri": "",
+                "heading": section[1],
+                "text": section[2],
+                "score": round(0.9 - 0.1 * rank + passage_rng.random() * 0.05, 6),
+                "rank": rank + 1,
+                "vector_similarity": round(0.7 - 0.05 * rank, 6),
+                "keyword_score": None,
+                "index_version_id": index_version_id,
+            }
             for rank, section in enumerate(passage_rng.sample(sections, PASSAGES_PER_ANSWER))
-        ]  # fmt: skip
-        metadata = {"flywheel": {
-            "timings_ms": {"embed_ms": 9.1, "search_ms": 4.2, "generate_ms": 820.0},
-            "rag": True,
-            "retrieval": {"mode": "hybrid", "top_k": PASSAGES_PER_ANSWER, "filters": {},
-                          "query_variants": 0, "hyde": False, "queries": [question.text],
-                          "hypothetical_answer": None},
-            "finish_reason": "stop",
-        }}  # fmt: skip
-        generated.interactions.append((
-            interaction_id, project_id, "chat", f"session-{number // 3}",
-            f"user-{rng.randrange(5000)}", Jsonb(messages), question.text,
-            vectors[question_index], Jsonb(retrieved), answer, model_version_id,
-            "SmolLM2-135M-Instruct", index_version_id, rng.randint(400, 2500),
-            rng.randint(300, 900), rng.randint(20, 120), Jsonb(metadata), created_at,
-        ))  # fmt: skip
+        ]
+        metadata = {
+            "flywheel": {
+                "timings_ms": {"embed_ms": 9.1, "search_ms": 4.2, "generate_ms": 820.0},
+                "rag": True,
+                "retrieval": {
+                    "mode": "hybrid",
+                    "top_k": PASSAGES_PER_ANSWER,
+                    "filters": {},
+                    "query_variants": 0,
+                    "hyde": False,
+                    "queries": [question.text],
+                    "hypothetical_answer": None,
+                },
+                "finish_reason": "stop",
+            }
+        }
+        generated.interactions.append(
+            (
+                interaction_id,
+                project_id,
+                "chat",
+                f"session-{number // 3}",
+                f"user-{rng.randrange(5000)}",
+                Jsonb(messages),
+                question.text,
+                vectors[question_index],
+                Jsonb(retrieved),
+                answer,
+                model_version_id,
+                "SmolLM2-135M-Instruct",
+                index_version_id,
+                rng.randint(400, 2500),
+                rng.randint(300, 900),
+                rng.randint(20, 120),
+                Jsonb(metadata),
+                created_at,
+            )
+        )
 
         rating = {"thumb": "", "score": None, "correction": ""}
         if kind == "thumbs up":
@@ -397,36 +632,74 @@ def feedback_generate(
             rating["thumb"] = rng.choice(("up", "up", "down")) if rng.random() < 0.7 else None
             decision = rng.choices(*zip(*REVIEW_DECISIONS, strict=True))[0]
             ideal = question.fill(rng.choice(question.task.corrections))
-            generated.reviews.append((
-                interaction_id, reviewer_id, decision, ideal if decision == "corrected" else "",
-                "", rated_at + timedelta(days=1),
-            ))  # fmt: skip
+            generated.reviews.append(
+                (
+                    interaction_id,
+                    reviewer_id,
+                    decision,
+                    ideal if decision == "corrected" else "",
+                    "",
+                    rated_at + timedelta(days=1),
+                )
+            )
         if rating["thumb"] is not None:  # None: reviewed without an end user's rating
-            generated.ratings.append((
-                interaction_id, f"user-{number}", rating["thumb"], rating["score"], "",
-                rating["correction"], Jsonb([]), rng.choice(("widget", "widget", "api")),
-                rated_at, rated_at,
-            ))  # fmt: skip
+            generated.ratings.append(
+                (
+                    interaction_id,
+                    f"user-{number}",
+                    rating["thumb"],
+                    rating["score"],
+                    "",
+                    rating["correction"],
+                    Jsonb([]),
+                    rng.choice(("widget", "widget", "api")),
+                    rated_at,
+                    rated_at,
+                )
+            )
     return generated
 
 
 INTERACTION_COLUMNS = {
-    "id": "uuid", "project_id": "bigint", "source": "varchar", "session_id": "varchar",
-    "end_user_id": "varchar", "messages": "jsonb", "query_text": "text",
-    "query_embedding": "vector", "retrieved": "jsonb", "response": "text",
-    "model_version_id": "bigint", "model_name": "varchar", "index_version_id": "bigint",
-    "latency_ms": "integer", "prompt_tokens": "integer", "completion_tokens": "integer",
-    "metadata": "jsonb", "created_at": "timestamptz",
-}  # fmt: skip
+    "id": "uuid",
+    "project_id": "bigint",
+    "source": "varchar",
+    "session_id": "varchar",
+    "end_user_id": "varchar",
+    "messages": "jsonb",
+    "query_text": "text",
+    "query_embedding": "vector",
+    "retrieved": "jsonb",
+    "response": "text",
+    "model_version_id": "bigint",
+    "model_name": "varchar",
+    "index_version_id": "bigint",
+    "latency_ms": "integer",
+    "prompt_tokens": "integer",
+    "completion_tokens": "integer",
+    "metadata": "jsonb",
+    "created_at": "timestamptz",
+}
 RATING_COLUMNS = {
-    "interaction_id": "uuid", "rater_id": "varchar", "thumb": "varchar", "score": "smallint",
-    "comment": "text", "correction": "text", "tags": "jsonb", "source": "varchar",
-    "created_at": "timestamptz", "updated_at": "timestamptz",
-}  # fmt: skip
+    "interaction_id": "uuid",
+    "rater_id": "varchar",
+    "thumb": "varchar",
+    "score": "smallint",
+    "comment": "text",
+    "correction": "text",
+    "tags": "jsonb",
+    "source": "varchar",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+}
 REVIEW_COLUMNS = {
-    "interaction_id": "uuid", "reviewer_id": "integer", "decision": "varchar",
-    "ideal_answer": "text", "note": "text", "created_at": "timestamptz",
-}  # fmt: skip
+    "interaction_id": "uuid",
+    "reviewer_id": "integer",
+    "decision": "varchar",
+    "ideal_answer": "text",
+    "note": "text",
+    "created_at": "timestamptz",
+}
 
 
 def rows_copy(*, database_url: str, table_name: str, columns: dict[str, str], rows) -> None:
@@ -493,18 +766,24 @@ def project_load(*, database_url: str, count: int, questions, vectors, slug: str
 
     project = Project.objects.create(name=f"Curation bench {slug}", slug=slug)
     index_version = IndexVersion.objects.create(
-        project=project, number=1, status=IndexVersion.Status.ACTIVE,
+        project=project,
+        number=1,
+        status=IndexVersion.Status.ACTIVE,
         embedding_model="all-MiniLM-L6-v2",
-    )  # fmt: skip
+    )
     model_version = ModelVersion.objects.create(
         project=project, name="base", base_model="", status=ModelVersion.Status.PRODUCTION
     )
     reviewer = get_user_model().objects.create_user(username=f"reviewer-{slug}", password="x")
     generated = feedback_generate(
-        count=count, questions=questions, vectors=vectors, project_id=project.pk,
-        index_version_id=index_version.pk, model_version_id=model_version.pk,
+        count=count,
+        questions=questions,
+        vectors=vectors,
+        project_id=project.pk,
+        index_version_id=index_version.pk,
+        model_version_id=model_version.pk,
         reviewer_id=reviewer.pk,
-    )  # fmt: skip
+    )
     for table_name, columns, rows in [
         ("flywheel_interaction", INTERACTION_COLUMNS, generated.interactions),
         ("feedback_rating", RATING_COLUMNS, generated.ratings),
@@ -526,9 +805,16 @@ def project_of_distinct_questions_copy(*, source, slug: str):
     interaction_columns = [c for c in INTERACTION_COLUMNS if c not in ("id", "project_id")]
     rating_columns = [c for c in RATING_COLUMNS if c != "interaction_id"]
     example_columns = [
-        "signal", "exclusion_reason", "messages", "rejected_answer", "content_hash",
-        "question_embedding", "split", "quality", "curated_at",
-    ]  # fmt: skip
+        "signal",
+        "exclusion_reason",
+        "messages",
+        "rejected_answer",
+        "content_hash",
+        "question_embedding",
+        "split",
+        "quality",
+        "curated_at",
+    ]
 
     def listed(columns: list[str], alias: str) -> str:
         return ", ".join(f"{alias}.{column}" for column in columns)
@@ -635,18 +921,28 @@ def near_duplicate_search_check(*, project) -> tuple[int, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100_000, help="rated interactions")
-    parser.add_argument("--batch-size", type=int, default=1000,
-                        help="interaction ids per interactions_curate call")  # fmt: skip
-    parser.add_argument("--cache-dir", type=Path, default=REPOSITORY_ROOT / "var" / "bench-cache",
-                        help="where the question embeddings are kept for reruns")  # fmt: skip
-    parser.add_argument("--database", default=CURATION_BENCH_DATABASE_NAME,
-                        help="the database to recreate and run on")  # fmt: skip
+    parser.add_argument(
+        "--batch-size", type=int, default=1000, help="interaction ids per interactions_curate call"
+    )
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=REPOSITORY_ROOT / "var" / "bench-cache",
+        help="where the question embeddings are kept for reruns",
+    )
+    parser.add_argument(
+        "--database",
+        default=CURATION_BENCH_DATABASE_NAME,
+        help="the database to recreate and run on",
+    )
     args = parser.parse_args()
 
     database_url = bench_django_setup(args.database)
     print(machine_context())
-    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {args.count:,} rated interactions, "
-          f"batches of {args.batch_size}")  # fmt: skip
+    print(
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {args.count:,} rated interactions, "
+        f"batches of {args.batch_size}"
+    )
 
     from retrain.models import InstructionExample
 
@@ -656,41 +952,70 @@ def main() -> None:
     embed_seconds = time.perf_counter() - started
     started = time.perf_counter()
     project, interaction_ids, kinds = project_load(
-        database_url=database_url, count=args.count, questions=questions, vectors=vectors,
+        database_url=database_url,
+        count=args.count,
+        questions=questions,
+        vectors=vectors,
         slug="bench",
-    )  # fmt: skip
+    )
     embedded = "loaded from the cache" if from_cache else "embedded"
-    print(f"set-up: {len(questions):,} distinct questions {embedded} in {embed_seconds:.0f} s; "
-          f"interactions, ratings and reviews generated and copied in "
-          f"{time.perf_counter() - started:.0f} s")  # fmt: skip
+    print(
+        f"set-up: {len(questions):,} distinct questions {embedded} in {embed_seconds:.0f} s; "
+        f"interactions, ratings and reviews generated and copied in "
+        f"{time.perf_counter() - started:.0f} s"
+    )
     print("feedback: " + ", ".join(f"{kind} {kinds[kind]:,}" for kind, _ in FEEDBACK_MIX))
 
     curation_python_peak, curation = phase_measure(
-        lambda: curation_run(project=project, interaction_ids=interaction_ids,
-                             batch_size=args.batch_size)
-    )  # fmt: skip
+        lambda: curation_run(
+            project=project, interaction_ids=interaction_ids, batch_size=args.batch_size
+        )
+    )
     curation.python_peak_mib = curation_python_peak
     version, snapshot = snapshot_measure(project)
     started = time.perf_counter()
     distinct = project_of_distinct_questions_copy(source=project, slug="bench-distinct")
-    print(f"set-up of (c): project copied, every example its own cluster, in "
-          f"{time.perf_counter() - started:.0f} s", file=sys.stderr)  # fmt: skip
+    print(
+        f"set-up of (c): project copied, every example its own cluster, in "
+        f"{time.perf_counter() - started:.0f} s",
+        file=sys.stderr,
+    )
     distinct_version, distinct_snapshot = snapshot_measure(distinct)
 
     print()
-    print(table(
-        ["phase", "items", "seconds", "items/s", "RSS at start MiB", "peak RSS MiB",
-         "Python peak MiB"],
-        [[name, f"{items:,}", f"{measure.seconds:,.1f}", f"{items / measure.seconds:,.0f}",
-          f"{measure.rss_start_mib:,.0f}", f"{measure.rss_peak_mib:,.0f}",
-          f"{measure.python_peak_mib:,.0f}"]
-         for name, items, measure in [
-             ("(a) interactions_curate", len(interaction_ids), curation),
-             ("(b) dataset_snapshot", version.records.count(), snapshot),
-             ("(c) dataset_snapshot, no duplicates", distinct_version.records.count(),
-              distinct_snapshot),
-         ]],
-    ))  # fmt: skip
+    print(
+        table(
+            [
+                "phase",
+                "items",
+                "seconds",
+                "items/s",
+                "RSS at start MiB",
+                "peak RSS MiB",
+                "Python peak MiB",
+            ],
+            [
+                [
+                    name,
+                    f"{items:,}",
+                    f"{measure.seconds:,.1f}",
+                    f"{items / measure.seconds:,.0f}",
+                    f"{measure.rss_start_mib:,.0f}",
+                    f"{measure.rss_peak_mib:,.0f}",
+                    f"{measure.python_peak_mib:,.0f}",
+                ]
+                for name, items, measure in [
+                    ("(a) interactions_curate", len(interaction_ids), curation),
+                    ("(b) dataset_snapshot", version.records.count(), snapshot),
+                    (
+                        "(c) dataset_snapshot, no duplicates",
+                        distinct_version.records.count(),
+                        distinct_snapshot,
+                    ),
+                ]
+            ],
+        )
+    )
     print(
         "items: (a) interactions curated, (b) and (c) dataset records written; (c) is a copy "
         "of the project with every example its own cluster's representative. Seconds and peak "
@@ -703,21 +1028,35 @@ def main() -> None:
     clusters = examples.values("cluster").distinct().count()
     print()
     print(table(["status", "examples"], sorted(by_status.items())))
-    print(f"{clusters:,} clusters; exclusion reasons: " + ", ".join(
-        f"{reason} {count:,}" for reason, count in Counter(
-            examples.exclude(exclusion_reason="").values_list("exclusion_reason", flat=True)
-        ).most_common()
-    ))  # fmt: skip
+    print(
+        f"{clusters:,} clusters; exclusion reasons: "
+        + ", ".join(
+            f"{reason} {count:,}"
+            for reason, count in Counter(
+                examples.exclude(exclusion_reason="").values_list("exclusion_reason", flat=True)
+            ).most_common()
+        )
+    )
     probes, same_question, within_threshold = near_duplicate_search_check(project=project)
-    print(f"near-duplicate search over the curated examples, one probe per distinct question "
-          f"({probes:,}): finds a stored example of the same question {same_question:.0%}, one "
-          f"within the threshold {within_threshold:.0%}")  # fmt: skip
+    print(
+        f"near-duplicate search over the curated examples, one probe per distinct question "
+        f"({probes:,}): finds a stored example of the same question {same_question:.0%}, one "
+        f"within the threshold {within_threshold:.0%}"
+    )
     print()
-    print(f"dataset versions: (b) content hash {version.content_hash[:12]}, "
-          f"(c) {distinct_version.content_hash[:12]}")  # fmt: skip
-    print(table(["split", "records (b)", "records (c)"],
-                [[split, count, distinct_version.counts[split]]
-                 for split, count in version.counts.items()]))  # fmt: skip
+    print(
+        f"dataset versions: (b) content hash {version.content_hash[:12]}, "
+        f"(c) {distinct_version.content_hash[:12]}"
+    )
+    print(
+        table(
+            ["split", "records (b)", "records (c)"],
+            [
+                [split, count, distinct_version.counts[split]]
+                for split, count in version.counts.items()
+            ],
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -147,10 +147,23 @@ def ingest_through_api(*, base_url: str, raw_key: str, bodies: list[bytes]) -> f
 
 
 COPY_COLUMNS = [
-    "id", "project_id", "source", "idempotency_key", "session_id", "end_user_id", "messages",
-    "query_text", "retrieved", "response", "model_name", "latency_ms", "prompt_tokens",
-    "completion_tokens", "metadata", "created_at",
-]  # fmt: skip
+    "id",
+    "project_id",
+    "source",
+    "idempotency_key",
+    "session_id",
+    "end_user_id",
+    "messages",
+    "query_text",
+    "retrieved",
+    "response",
+    "model_name",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "metadata",
+    "created_at",
+]
 
 
 def copy_row(item: dict, *, project_id: int) -> tuple:
@@ -158,12 +171,23 @@ def copy_row(item: dict, *, project_id: int) -> tuple:
     model version, index version and query embedding stay NULL for logged interactions)."""
     query_text = next(m["content"] for m in reversed(item["messages"]) if m["role"] == "user")
     return (
-        uuid.uuid4(), project_id, "log", item["idempotency_key"], item["session_id"],
-        item["end_user_id"], json.dumps(item["messages"]), query_text,
-        json.dumps(item["retrieved"]), item["response"], item["model"], item["latency_ms"],
-        item["prompt_tokens"], item["completion_tokens"], json.dumps(item["metadata"]),
+        uuid.uuid4(),
+        project_id,
+        "log",
+        item["idempotency_key"],
+        item["session_id"],
+        item["end_user_id"],
+        json.dumps(item["messages"]),
+        query_text,
+        json.dumps(item["retrieved"]),
+        item["response"],
+        item["model"],
+        item["latency_ms"],
+        item["prompt_tokens"],
+        item["completion_tokens"],
+        json.dumps(item["metadata"]),
         item["created_at"],
-    )  # fmt: skip
+    )
 
 
 def ingest_with_copy(*, database_url: str, project_id: int, batches: list[list[dict]]) -> float:
@@ -229,11 +253,17 @@ def main() -> None:
 
     api_rate, copy_rate = args.count / api_seconds, args.count / copy_seconds
     rows = [
-        [name, f"{seconds:.2f}", f"{args.count / seconds:,.0f}",
-         f"{seconds * 1000 / len(batches):.0f}"]
-        for name, seconds in [("POST /api/v1/interactions", api_seconds),
-                              ("psycopg COPY", copy_seconds)]
-    ]  # fmt: skip
+        [
+            name,
+            f"{seconds:.2f}",
+            f"{args.count / seconds:,.0f}",
+            f"{seconds * 1000 / len(batches):.0f}",
+        ]
+        for name, seconds in [
+            ("POST /api/v1/interactions", api_seconds),
+            ("psycopg COPY", copy_seconds),
+        ]
+    ]
     print()
     print(table(["path", "seconds", "interactions/s", "ms per batch"], rows))
     print(

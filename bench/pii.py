@@ -44,10 +44,16 @@ def main() -> None:
 
     scores = pii_evaluate(labelled)
     rows = [
-        [score.kind, score.labelled, score.found, score.matched, ratio(score.recall),
-         ratio(score.precision)]
+        [
+            score.kind,
+            score.labelled,
+            score.found,
+            score.matched,
+            ratio(score.recall),
+            ratio(score.precision),
+        ]
         for score in scores.values()
-    ]  # fmt: skip
+    ]
     print()
     print(table(["kind", "labelled", "found", "matched", "recall", "precision"], rows))
 
@@ -70,11 +76,18 @@ def main() -> None:
         table(
             ["names", "texts", "best of rounds s", "texts/s", "MB/s", "p50 ms", "p95 ms"],
             [
-                ["no", len(texts), f"{best:.3f}", f"{len(texts) / best:,.0f}",
-                 f"{characters / best / 1e6:.2f}", f"{p50:.3f}", f"{p95:.3f}"],
+                [
+                    "no",
+                    len(texts),
+                    f"{best:.3f}",
+                    f"{len(texts) / best:,.0f}",
+                    f"{characters / best / 1e6:.2f}",
+                    f"{p50:.3f}",
+                    f"{p95:.3f}",
+                ],
             ],
         )
-    )  # fmt: skip
+    )
     print(f"\n{ROUNDS} rounds; mean text length {characters / len(texts):.0f} characters")
     print("With names: not measured, names are not detected (see retrain/curation/pii.py).")
 

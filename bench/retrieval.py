@@ -43,24 +43,77 @@ from bench._setup import (
 )
 
 BRANDS = [
-    "Lumora", "Quillmate", "Harborline", "Vantor", "Brightnest", "Cobaltix", "Ferrowave",
-    "Glimmerly", "Kestrel", "Novaquill", "Orbitra", "Pellucid", "Ravenstone", "Solvane",
-    "Tidewell", "Umbrix", "Veridian", "Wrenfield", "Zephyrra", "Ashgrove",
-]  # fmt: skip
+    "Lumora",
+    "Quillmate",
+    "Harborline",
+    "Vantor",
+    "Brightnest",
+    "Cobaltix",
+    "Ferrowave",
+    "Glimmerly",
+    "Kestrel",
+    "Novaquill",
+    "Orbitra",
+    "Pellucid",
+    "Ravenstone",
+    "Solvane",
+    "Tidewell",
+    "Umbrix",
+    "Veridian",
+    "Wrenfield",
+    "Zephyrra",
+    "Ashgrove",
+]
 SERIES = ["Go", "Pro", "Max", "Mini", "Studio", "Edge", "One", "Air", "Core", "Flex"]
 FEATURES = [
-    "offline sync", "two-factor sign-in", "shared folders", "the audit log", "webhooks",
-    "single sign-on", "nightly backups", "full-text search", "push notifications",
-    "the team calendar", "guest access", "version history", "custom domains", "data import",
-    "role-based permissions", "CSV export", "the billing portal", "the mobile widget",
-]  # fmt: skip
+    "offline sync",
+    "two-factor sign-in",
+    "shared folders",
+    "the audit log",
+    "webhooks",
+    "single sign-on",
+    "nightly backups",
+    "full-text search",
+    "push notifications",
+    "the team calendar",
+    "guest access",
+    "version history",
+    "custom domains",
+    "data import",
+    "role-based permissions",
+    "CSV export",
+    "the billing portal",
+    "the mobile widget",
+]
 PLANS = ["Starter", "Team", "Business", "Enterprise"]
 REGIONS = ["Frankfurt", "Dublin", "Virginia", "Oregon", "Singapore", "Sydney", "Tokyo", "Montreal"]
 # Coined names (connectors, brackets, themes) are built from these: words no model has seen.
 SYLLABLES = [
-    "tal", "low", "fen", "bris", "quel", "quor", "vane", "mad", "drick", "ysel", "om", "brazz",
-    "kel", "trune", "zor", "pim", "wex", "ard", "ul", "vox", "nid", "ser", "gav", "rith",
-]  # fmt: skip
+    "tal",
+    "low",
+    "fen",
+    "bris",
+    "quel",
+    "quor",
+    "vane",
+    "mad",
+    "drick",
+    "ysel",
+    "om",
+    "brazz",
+    "kel",
+    "trune",
+    "zor",
+    "pim",
+    "wex",
+    "ard",
+    "ul",
+    "vox",
+    "nid",
+    "ser",
+    "gav",
+    "rith",
+]
 
 
 @dataclass(frozen=True)
@@ -76,127 +129,242 @@ class Template:
 
 
 TEMPLATES = [
-    Template("{product} keeps {feature} history for {n} days on the {plan} plan.",
-             mixed_query="For how long does {product} retain records of {feature}?"),
-    Template("Since version {version}, {feature} in {product} handles up to {n} requests per "
-             "minute.", mixed_query="What is the throughput ceiling of {feature} in {product}?"),
-    Template("Admins can switch {feature} off for a whole {product} workspace from the settings "
-             "page.", mixed_query="Can an administrator disable {feature} across {product}?"),
-    Template("The {region} data centre serves {product} customers with a median latency of {n} "
-             "ms.", mixed_query="How quick is {product} for people near {region}?"),
-    Template("On the {plan} plan, {product} allows {n} members per workspace and {m} GB of "
-             "storage.", mixed_query="How many people can join one {product} team on {plan}?"),
-    Template("The {product} battery lasts about {n} hours of continuous use and charges in {m} "
-             "hours.", mixed_query="How long can I use the {product} before plugging it in?"),
-    Template("Firmware {version} for the {product} fixes a crash in {feature} and speeds up "
-             "start-up by {n} percent."),
-    Template("{product} dashboards redraw their charts every {n} seconds.",
-             mixed_query="How often does the {product} dashboard refresh its graphs?"),
-    Template("Download links for {product} exports expire after {n} hours.",
-             mixed_query="How long may I fetch a finished {product} export?"),
-    Template("The {product} warranty covers manufacturing defects for {m} years.",
-             mixed_query="If my {product} breaks, for how long am I protected?"),
-    Template("Each {product} licence may be activated on up to {m} devices at a time.",
-             mixed_query="On how many computers can I install {product} simultaneously?"),
-    Template("{product} encrypts {feature} data at rest and rotates its keys every {n} days.",
-             mixed_query="How frequently are the {product} encryption secrets replaced?"),
-    Template("Support for {product} on the {plan} plan answers tickets within {m} business "
-             "hours.", mixed_query="How fast does {product} customer service reply on {plan}?"),
-    Template("The {product} API returns at most {n} records per page.",
-             mixed_query="What is the page size limit of the {product} API?"),
-    Template("{product} sends a usage summary to workspace owners every {m} weeks.",
-             mixed_query="How regularly do {product} owners get activity reports?"),
-    Template("Uploading more than {n} files at once to {product} queues the rest for {m} "
-             "minutes."),
-    Template("Prices for {product} on the {plan} plan start at {n} euros per user per month.",
-             mixed_query="How much does {product} {plan} cost?"),
+    Template(
+        "{product} keeps {feature} history for {n} days on the {plan} plan.",
+        mixed_query="For how long does {product} retain records of {feature}?",
+    ),
+    Template(
+        "Since version {version}, {feature} in {product} handles up to {n} requests per minute.",
+        mixed_query="What is the throughput ceiling of {feature} in {product}?",
+    ),
+    Template(
+        "Admins can switch {feature} off for a whole {product} workspace from the settings page.",
+        mixed_query="Can an administrator disable {feature} across {product}?",
+    ),
+    Template(
+        "The {region} data centre serves {product} customers with a median latency of {n} ms.",
+        mixed_query="How quick is {product} for people near {region}?",
+    ),
+    Template(
+        "On the {plan} plan, {product} allows {n} members per workspace and {m} GB of storage.",
+        mixed_query="How many people can join one {product} team on {plan}?",
+    ),
+    Template(
+        "The {product} battery lasts about {n} hours of continuous use and charges in {m} hours.",
+        mixed_query="How long can I use the {product} before plugging it in?",
+    ),
+    Template(
+        "Firmware {version} for the {product} fixes a crash in {feature} and speeds up "
+        "start-up by {n} percent."
+    ),
+    Template(
+        "{product} dashboards redraw their charts every {n} seconds.",
+        mixed_query="How often does the {product} dashboard refresh its graphs?",
+    ),
+    Template(
+        "Download links for {product} exports expire after {n} hours.",
+        mixed_query="How long may I fetch a finished {product} export?",
+    ),
+    Template(
+        "The {product} warranty covers manufacturing defects for {m} years.",
+        mixed_query="If my {product} breaks, for how long am I protected?",
+    ),
+    Template(
+        "Each {product} licence may be activated on up to {m} devices at a time.",
+        mixed_query="On how many computers can I install {product} simultaneously?",
+    ),
+    Template(
+        "{product} encrypts {feature} data at rest and rotates its keys every {n} days.",
+        mixed_query="How frequently are the {product} encryption secrets replaced?",
+    ),
+    Template(
+        "Support for {product} on the {plan} plan answers tickets within {m} business hours.",
+        mixed_query="How fast does {product} customer service reply on {plan}?",
+    ),
+    Template(
+        "The {product} API returns at most {n} records per page.",
+        mixed_query="What is the page size limit of the {product} API?",
+    ),
+    Template(
+        "{product} sends a usage summary to workspace owners every {m} weeks.",
+        mixed_query="How regularly do {product} owners get activity reports?",
+    ),
+    Template("Uploading more than {n} files at once to {product} queues the rest for {m} minutes."),
+    Template(
+        "Prices for {product} on the {plan} plan start at {n} euros per user per month.",
+        mixed_query="How much does {product} {plan} cost?",
+    ),
     Template("The {product} mobile app needs at least {m} GB of free space on the phone."),
     Template("{feature} for {product} is in public beta in the {region} region."),
-    Template("Part {code} is the replacement power adapter for the {product} and ships within "
-             "{m} days.", lexical_query="{code} shipping"),
-    Template("Error {error} means the {product} lost contact with its licence server; restart "
-             "the service.", lexical_query="what does {error} mean"),
-    Template("The {name} connector links {product} to legacy ERP systems over SFTP.",
-             lexical_query="{name} connector setup"),
-    Template("Firmware build {code} for the {product} disables the legacy pairing mode.",
-             lexical_query="what changed in build {code}"),
-    Template("Order the {name} mounting bracket to fix the {product} to a wall.",
-             lexical_query="{name} bracket"),
-    Template("SKU {code} bundles the {product} with a two-year extended service plan.",
-             lexical_query="what is included in SKU {code}"),
-    Template("The {name} theme pack changes the {product} icons and colour palette.",
-             lexical_query="{name} theme"),
-]  # fmt: skip
+    Template(
+        "Part {code} is the replacement power adapter for the {product} and ships within {m} days.",
+        lexical_query="{code} shipping",
+    ),
+    Template(
+        "Error {error} means the {product} lost contact with its licence server; restart "
+        "the service.",
+        lexical_query="what does {error} mean",
+    ),
+    Template(
+        "The {name} connector links {product} to legacy ERP systems over SFTP.",
+        lexical_query="{name} connector setup",
+    ),
+    Template(
+        "Firmware build {code} for the {product} disables the legacy pairing mode.",
+        lexical_query="what changed in build {code}",
+    ),
+    Template(
+        "Order the {name} mounting bracket to fix the {product} to a wall.",
+        lexical_query="{name} bracket",
+    ),
+    Template(
+        "SKU {code} bundles the {product} with a two-year extended service plan.",
+        lexical_query="what is included in SKU {code}",
+    ),
+    Template(
+        "The {name} theme pack changes the {product} icons and colour palette.",
+        lexical_query="{name} theme",
+    ),
+]
 
 # Policies the filler never mentions, each asked with (almost) no word of the passage.
 SEMANTIC_NEEDLES = [
-    ("Customers who cancel within the first fortnight are reimbursed in full, no questions "
-     "asked.", "Can I get my money back if I quit after ten days?"),
-    ("Accounts that stay dormant for eighteen months are closed and their contents erased.",
-     "What happens to my data if I don't log in for a year and a half?"),
-    ("Students and teachers receive a seventy percent reduction on every subscription tier.",
-     "Is there an education discount for schools?"),
-    ("Our helpdesk is staffed around the clock, including weekends and public holidays.",
-     "Can I reach customer service on a Sunday night?"),
-    ("Charities registered in the EU may use the software free of charge.",
-     "Do non-profit organisations have to pay?"),
-    ("The desktop client cannot run on machines with less than four gigabytes of memory.",
-     "What are the minimum RAM requirements for my computer?"),
-    ("Invoices can be settled by bank transfer, credit card or PayPal.",
-     "Which payment methods do you accept?"),
-    ("Personal information is never sold to advertisers or other third parties.",
-     "Do you share my data with marketing companies?"),
-    ("When a colleague leaves the company, an administrator can hand over their files to "
-     "another member.", "How do I transfer ownership of documents from an employee who quit?"),
-    ("The interface is translated into Spanish, German, Japanese and eleven other languages.",
-     "Can I switch the menus to my native tongue?"),
-    ("Screen readers such as JAWS and VoiceOver are fully supported.",
-     "Is the product accessible for blind users?"),
-    ("Lost hardware is replaced free of charge once per year if reported within forty-eight "
-     "hours.", "My device was stolen, will you send me a new one?"),
-    ("Passwords must contain at least twelve characters including a symbol.",
-     "How long does my passphrase need to be?"),
-    ("Sessions end automatically after thirty minutes without any activity.",
-     "Why am I logged out when I leave my computer idle for half an hour?"),
-    ("Our servers run entirely on electricity from wind and solar farms.",
-     "Is your hosting powered by renewable energy?"),
-    ("A penetration test by an independent firm is carried out every spring.",
-     "Do external auditors check your security each year?"),
-    ("Deliveries to islands and remote areas take up to three extra working days.",
-     "Will shipping to the Shetlands be slower?"),
-    ("Gift vouchers never expire and can be combined with seasonal promotions.",
-     "Is there a time limit on using a present card?"),
-    ("Parents can restrict what children see through the family controls.",
-     "How do I stop my kids from accessing adult content?"),
-    ("Upgrading the operating system may require reinstalling the printer driver.",
-     "After updating Windows my printing stopped working, what should I do?"),
-    ("Interns and contractors may be granted temporary seats that lapse after ninety days.",
-     "Can I give a freelancer short-term access?"),
-    ("Every purchase plants a tree through our reforestation partner.",
-     "Do you do anything for the environment when I buy?"),
-    ("The warehouse closes for stocktaking during the last week of December.",
-     "Will orders ship over the Christmas holidays?"),
-    ("Recordings of video calls are stored for sixty days and then removed.",
-     "How long can I watch back a past conference call?"),
-    ("Two people cannot edit the same cell at once; the second editor sees it locked.",
-     "What happens if my coworker and I type into the spreadsheet simultaneously?"),
-    ("Newsletters can be unsubscribed from with a single click at the bottom of any email.",
-     "How do I stop receiving your marketing messages?"),
-    ("The smartwatch companion app requires a phone paired over Bluetooth.",
-     "Does the wearable need my mobile nearby to work?"),
-    ("Orders above two hundred euros qualify for complimentary express delivery.",
-     "When is fast shipping free?"),
-    ("Older versions of a file can be restored from the timeline for up to one year.",
-     "I overwrote my spreadsheet by mistake, can I get the previous copy back?"),
-    ("Leaked credentials trigger an immediate forced sign-out on all devices.",
-     "What do you do if my password shows up in a data breach?"),
-    ("Veterans and first responders receive a lifetime reduction of fifteen percent.",
-     "Do you offer discounts to military personnel and firefighters?"),
-    ("Uptime has been above 99.95 percent in each of the last twenty-four months.",
-     "How reliable has the service been over the past two years?"),
-    ("Children under thirteen may only sign up with a guardian's consent.",
-     "Can my 10-year-old create an account alone?"),
-]  # fmt: skip
+    (
+        "Customers who cancel within the first fortnight are reimbursed in full, no questions "
+        "asked.",
+        "Can I get my money back if I quit after ten days?",
+    ),
+    (
+        "Accounts that stay dormant for eighteen months are closed and their contents erased.",
+        "What happens to my data if I don't log in for a year and a half?",
+    ),
+    (
+        "Students and teachers receive a seventy percent reduction on every subscription tier.",
+        "Is there an education discount for schools?",
+    ),
+    (
+        "Our helpdesk is staffed around the clock, including weekends and public holidays.",
+        "Can I reach customer service on a Sunday night?",
+    ),
+    (
+        "Charities registered in the EU may use the software free of charge.",
+        "Do non-profit organisations have to pay?",
+    ),
+    (
+        "The desktop client cannot run on machines with less than four gigabytes of memory.",
+        "What are the minimum RAM requirements for my computer?",
+    ),
+    (
+        "Invoices can be settled by bank transfer, credit card or PayPal.",
+        "Which payment methods do you accept?",
+    ),
+    (
+        "Personal information is never sold to advertisers or other third parties.",
+        "Do you share my data with marketing companies?",
+    ),
+    (
+        "When a colleague leaves the company, an administrator can hand over their files to "
+        "another member.",
+        "How do I transfer ownership of documents from an employee who quit?",
+    ),
+    (
+        "The interface is translated into Spanish, German, Japanese and eleven other languages.",
+        "Can I switch the menus to my native tongue?",
+    ),
+    (
+        "Screen readers such as JAWS and VoiceOver are fully supported.",
+        "Is the product accessible for blind users?",
+    ),
+    (
+        "Lost hardware is replaced free of charge once per year if reported within forty-eight "
+        "hours.",
+        "My device was stolen, will you send me a new one?",
+    ),
+    (
+        "Passwords must contain at least twelve characters including a symbol.",
+        "How long does my passphrase need to be?",
+    ),
+    (
+        "Sessions end automatically after thirty minutes without any activity.",
+        "Why am I logged out when I leave my computer idle for half an hour?",
+    ),
+    (
+        "Our servers run entirely on electricity from wind and solar farms.",
+        "Is your hosting powered by renewable energy?",
+    ),
+    (
+        "A penetration test by an independent firm is carried out every spring.",
+        "Do external auditors check your security each year?",
+    ),
+    (
+        "Deliveries to islands and remote areas take up to three extra working days.",
+        "Will shipping to the Shetlands be slower?",
+    ),
+    (
+        "Gift vouchers never expire and can be combined with seasonal promotions.",
+        "Is there a time limit on using a present card?",
+    ),
+    (
+        "Parents can restrict what children see through the family controls.",
+        "How do I stop my kids from accessing adult content?",
+    ),
+    (
+        "Upgrading the operating system may require reinstalling the printer driver.",
+        "After updating Windows my printing stopped working, what should I do?",
+    ),
+    (
+        "Interns and contractors may be granted temporary seats that lapse after ninety days.",
+        "Can I give a freelancer short-term access?",
+    ),
+    (
+        "Every purchase plants a tree through our reforestation partner.",
+        "Do you do anything for the environment when I buy?",
+    ),
+    (
+        "The warehouse closes for stocktaking during the last week of December.",
+        "Will orders ship over the Christmas holidays?",
+    ),
+    (
+        "Recordings of video calls are stored for sixty days and then removed.",
+        "How long can I watch back a past conference call?",
+    ),
+    (
+        "Two people cannot edit the same cell at once; the second editor sees it locked.",
+        "What happens if my coworker and I type into the spreadsheet simultaneously?",
+    ),
+    (
+        "Newsletters can be unsubscribed from with a single click at the bottom of any email.",
+        "How do I stop receiving your marketing messages?",
+    ),
+    (
+        "The smartwatch companion app requires a phone paired over Bluetooth.",
+        "Does the wearable need my mobile nearby to work?",
+    ),
+    (
+        "Orders above two hundred euros qualify for complimentary express delivery.",
+        "When is fast shipping free?",
+    ),
+    (
+        "Older versions of a file can be restored from the timeline for up to one year.",
+        "I overwrote my spreadsheet by mistake, can I get the previous copy back?",
+    ),
+    (
+        "Leaked credentials trigger an immediate forced sign-out on all devices.",
+        "What do you do if my password shows up in a data breach?",
+    ),
+    (
+        "Veterans and first responders receive a lifetime reduction of fifteen percent.",
+        "Do you offer discounts to military personnel and firefighters?",
+    ),
+    (
+        "Uptime has been above 99.95 percent in each of the last twenty-four months.",
+        "How reliable has the service been over the past two years?",
+    ),
+    (
+        "Children under thirteen may only sign up with a guardian's consent.",
+        "Can my 10-year-old create an account alone?",
+    ),
+]
 SEMANTIC_HEADING = "Help centre"
 LEXICAL_NEEDLES = 34
 MIXED_NEEDLES = 33
@@ -368,9 +536,12 @@ def embeddings_compute_or_load(passages: list[str], *, cache_dir: Path) -> Embed
         started = time.perf_counter()
         embed_texts(sample)
         return EmbeddingRun(
-            vectors=np.load(path), passages_embedded=len(sample),
-            seconds=time.perf_counter() - started, from_cache=True, mean_tokens=mean_tokens,
-        )  # fmt: skip
+            vectors=np.load(path),
+            passages_embedded=len(sample),
+            seconds=time.perf_counter() - started,
+            from_cache=True,
+            mean_tokens=mean_tokens,
+        )
 
     started = time.perf_counter()
     parts = []
@@ -384,9 +555,12 @@ def embeddings_compute_or_load(passages: list[str], *, cache_dir: Path) -> Embed
     cache_dir.mkdir(parents=True, exist_ok=True)
     np.save(path, vectors)
     return EmbeddingRun(
-        vectors=vectors, passages_embedded=len(passages), seconds=seconds, from_cache=False,
+        vectors=vectors,
+        passages_embedded=len(passages),
+        seconds=seconds,
+        from_cache=False,
         mean_tokens=mean_tokens,
-    )  # fmt: skip
+    )
 
 
 # The two indexes a bulk load is faster without: every row inserted into an HNSW graph is a
@@ -425,9 +599,14 @@ def index_build(definition: str, *, maintenance_work_mem: str) -> float:
 
 
 def chunks_copy(
-    *, database_url: str, project_id: int, index_version_id: int, corpus: Corpus,
-    passages: list[str], vectors: np.ndarray,
-) -> float:  # fmt: skip
+    *,
+    database_url: str,
+    project_id: int,
+    index_version_id: int,
+    corpus: Corpus,
+    passages: list[str],
+    vectors: np.ndarray,
+) -> float:
     """Binary COPY of every chunk with ids 1..N, so that a needle's id is its position + 1."""
     import psycopg
     from pgvector.psycopg import register_vector
@@ -439,8 +618,19 @@ def chunks_copy(
     created_at = datetime.now(UTC)
     columns = "id, project_id, index_version_id, kind, position, heading, text, metadata, "
     columns += "content_hash, embedding, created_at"
-    types = ["bigint", "bigint", "bigint", "varchar", "integer", "text", "text", "jsonb",
-             "varchar", "vector", "timestamptz"]  # fmt: skip
+    types = [
+        "bigint",
+        "bigint",
+        "bigint",
+        "varchar",
+        "integer",
+        "text",
+        "text",
+        "jsonb",
+        "varchar",
+        "vector",
+        "timestamptz",
+    ]
     with psycopg.connect(database_url) as connection:
         register_vector(connection)
         started = time.perf_counter()
@@ -450,11 +640,21 @@ def chunks_copy(
                 for index, (heading, text, passage) in enumerate(
                     zip(corpus.headings, corpus.texts, passages, strict=True)
                 ):
-                    copy.write_row((
-                        index + 1, project_id, index_version_id, "document", 0, heading, text,
-                        Jsonb({}), passage_hash(passage=passage, embedding_model=model),
-                        vectors[index], created_at,
-                    ))  # fmt: skip
+                    copy.write_row(
+                        (
+                            index + 1,
+                            project_id,
+                            index_version_id,
+                            "document",
+                            0,
+                            heading,
+                            text,
+                            Jsonb({}),
+                            passage_hash(passage=passage, embedding_model=model),
+                            vectors[index],
+                            created_at,
+                        )
+                    )
             cursor.execute(
                 "SELECT setval(pg_get_serial_sequence('flywheel_chunk', 'id'), %s)",
                 [len(passages)],
@@ -588,8 +788,16 @@ def labelled_queries_run(*, project, index_version, needles: list[Needle], mode)
     return run
 
 
-def load_report(*, corpus, passages, embedding, generate_seconds, copy_seconds, build_seconds,
-                maintenance_work_mem) -> str:  # fmt: skip
+def load_report(
+    *,
+    corpus,
+    passages,
+    embedding,
+    generate_seconds,
+    copy_seconds,
+    build_seconds,
+    maintenance_work_mem,
+) -> str:
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -630,22 +838,39 @@ def hit_report(runs: dict, needles: list[Needle]) -> tuple[str, str]:
     overall = []
     for mode, run in runs.items():
         retrieve_p50, retrieve_p95 = percentiles(run.retrieve_ms)
-        overall.append([
-            mode.value, f"{run.hit_rate(1):.2f}", f"{run.hit_rate(HIT_TOP_K):.2f}",
-            f"{retrieve_p50:.1f}", f"{retrieve_p95:.1f}", f"{percentiles(run.embed_ms)[0]:.1f}",
-        ])  # fmt: skip
-    headers = ["mode", "hit@1", f"hit@{HIT_TOP_K}", "retrieve p50 ms", "retrieve p95 ms",
-               "embed p50 ms"]  # fmt: skip
+        overall.append(
+            [
+                mode.value,
+                f"{run.hit_rate(1):.2f}",
+                f"{run.hit_rate(HIT_TOP_K):.2f}",
+                f"{retrieve_p50:.1f}",
+                f"{retrieve_p95:.1f}",
+                f"{percentiles(run.embed_ms)[0]:.1f}",
+            ]
+        )
+    headers = [
+        "mode",
+        "hit@1",
+        f"hit@{HIT_TOP_K}",
+        "retrieve p50 ms",
+        "retrieve p95 ms",
+        "embed p50 ms",
+    ]
 
     by_category = {
         category: [i for i, needle in enumerate(needles) if needle.category == category]
         for category in Category
     }
     per_category = [
-        [mode.value, *(f"{run.hit_rate(1, indexes):.2f} / {run.hit_rate(HIT_TOP_K, indexes):.2f}"
-                       for indexes in by_category.values())]
+        [
+            mode.value,
+            *(
+                f"{run.hit_rate(1, indexes):.2f} / {run.hit_rate(HIT_TOP_K, indexes):.2f}"
+                for indexes in by_category.values()
+            ),
+        ]
         for mode, run in runs.items()
-    ]  # fmt: skip
+    ]
     category_headers = [f"{category} ({len(indexes)})" for category, indexes in by_category.items()]
     return table(headers, overall), table(["mode", *category_headers], per_category)
 
@@ -658,13 +883,18 @@ def main() -> None:
         "--maintenance-work-mem", default="1GB", help="for the index builds after the load"
     )
     parser.add_argument(
-        "--ef-search", type=int, nargs="+", default=[40, 100, 200, 400],
+        "--ef-search",
+        type=int,
+        nargs="+",
+        default=[40, 100, 200, 400],
         help="HNSW candidate-list sizes to measure recall at",
-    )  # fmt: skip
+    )
     parser.add_argument(
-        "--cache-dir", type=Path, default=REPOSITORY_ROOT / "var" / "bench-cache",
+        "--cache-dir",
+        type=Path,
+        default=REPOSITORY_ROOT / "var" / "bench-cache",
         help="where embedding matrices are kept between runs",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     run_started = time.perf_counter()
 
@@ -689,9 +919,13 @@ def main() -> None:
     index_version = index_version_ensure_active(project=project)
     definitions = indexes_drop(BULK_LOAD_INDEXES)
     copy_seconds = chunks_copy(
-        database_url=database_url, project_id=project.pk, index_version_id=index_version.pk,
-        corpus=corpus, passages=passages, vectors=embedding.vectors,
-    )  # fmt: skip
+        database_url=database_url,
+        project_id=project.pk,
+        index_version_id=index_version.pk,
+        corpus=corpus,
+        passages=passages,
+        vectors=embedding.vectors,
+    )
     build_seconds = {
         name: index_build(definitions[name], maintenance_work_mem=args.maintenance_work_mem)
         for name in BULK_LOAD_INDEXES
@@ -699,20 +933,27 @@ def main() -> None:
     with connection.cursor() as cursor:
         cursor.execute("ANALYZE flywheel_chunk")
     print()
-    print(load_report(
-        corpus=corpus, passages=passages, embedding=embedding, generate_seconds=generate_seconds,
-        copy_seconds=copy_seconds, build_seconds=build_seconds,
-        maintenance_work_mem=args.maintenance_work_mem,
-    ))  # fmt: skip
+    print(
+        load_report(
+            corpus=corpus,
+            passages=passages,
+            embedding=embedding,
+            generate_seconds=generate_seconds,
+            copy_seconds=copy_seconds,
+            build_seconds=build_seconds,
+            maintenance_work_mem=args.maintenance_work_mem,
+        )
+    )
 
     query_vectors = embed_texts([n.query for n in corpus.needles] + corpus.unlabelled_queries)
     plan = vector_ranking_plan(index_version_id=index_version.pk, embedding=query_vectors[0])
     print(f"\nplan of vector_ranking: {plan}")
     print(f"\nHNSW against exact search, {len(query_vectors)} queries, top 10:\n")
     rows = hnsw_against_exact(
-        index_version_id=index_version.pk, query_vectors=query_vectors,
+        index_version_id=index_version.pk,
+        query_vectors=query_vectors,
         ef_search_values=args.ef_search,
-    )  # fmt: skip
+    )
     print(table(["search", "recall@10", "p50 ms", "p95 ms"], rows))
 
     runs = {

@@ -42,15 +42,23 @@ CONTEXT_SENTENCES = [
     "Refunds for {product} are possible within {number} days of the invoice.",
 ]
 QUESTIONS = [
-    ("What does the {plan} plan of {product} cost?",
-     "The {plan} plan costs {number} euros per user per month."),
-    ("How long does {product} keep deleted notes?",
-     "Deleted notes stay in the bin for {number} days."),
-    ("What does error E-{code} mean in {product}?",
-     "E-{code} means another device is still uploading to the shelf; wait for it to finish."),
-    ("How many people can I share a {product} shelf with?",
-     "A shelf can be shared with up to {number} people."),
-]  # fmt: skip
+    (
+        "What does the {plan} plan of {product} cost?",
+        "The {plan} plan costs {number} euros per user per month.",
+    ),
+    (
+        "How long does {product} keep deleted notes?",
+        "Deleted notes stay in the bin for {number} days.",
+    ),
+    (
+        "What does error E-{code} mean in {product}?",
+        "E-{code} means another device is still uploading to the shelf; wait for it to finish.",
+    ),
+    (
+        "How many people can I share a {product} shelf with?",
+        "A shelf can be shared with up to {number} people.",
+    ),
+]
 
 
 def synthetic_records(count: int, *, seed: int = 0) -> list[SimpleNamespace]:
@@ -237,8 +245,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--examples", type=int, default=64)
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own choice)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's own choice)",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.development")
@@ -261,9 +273,14 @@ def main() -> None:
         f"load average {os.getloadavg()[0]:.1f} at start"
     )
     parameters = TrainingParameters(
-        r=8, lora_alpha=16, batch_size=4, learning_rate=2e-4, epochs=1.0,
-        max_length=args.max_length, checkpoint_every_steps=10**6,
-    )  # fmt: skip
+        r=8,
+        lora_alpha=16,
+        batch_size=4,
+        learning_rate=2e-4,
+        epochs=1.0,
+        max_length=args.max_length,
+        checkpoint_every_steps=10**6,
+    )
     records = synthetic_records(args.examples)
     print(
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {args.examples} synthetic chat examples, "
@@ -290,16 +307,36 @@ def main() -> None:
         clock, rate = run["clock"], undisturbed_tokens_per_second(run)
         estimated_gflops = 6 * parameter_count * rate / 1e9
         return [
-            name, str(run["steps"]), str(run["tokens"]), f"{run['train_loss']:.3f}",
-            f"{clock.wall_seconds:.1f}", f"{run['tokens'] / clock.wall_seconds:.0f}",
-            f"{clock.cpu_seconds:.1f}", f"{rate:.0f}", f"{estimated_gflops:.1f}",
+            name,
+            str(run["steps"]),
+            str(run["tokens"]),
+            f"{run['train_loss']:.3f}",
+            f"{clock.wall_seconds:.1f}",
+            f"{run['tokens'] / clock.wall_seconds:.0f}",
+            f"{clock.cpu_seconds:.1f}",
+            f"{rate:.0f}",
+            f"{estimated_gflops:.1f}",
             f"{100 * estimated_gflops / peak:.0f} %",
-        ]  # fmt: skip
+        ]
 
-    headers = ["run", "steps", "tokens", "train loss", "wall s", "tokens/s (wall)", "CPU s",
-               "tokens/s (CPU)", "≈ GFLOP/s", "of matmul peak"]  # fmt: skip
-    print(table(headers, [row("(a) lora_train", flywheel),
-                          row("(b) transformers Trainer + peft", trainer)]))  # fmt: skip
+    headers = [
+        "run",
+        "steps",
+        "tokens",
+        "train loss",
+        "wall s",
+        "tokens/s (wall)",
+        "CPU s",
+        "tokens/s (CPU)",
+        "≈ GFLOP/s",
+        "of matmul peak",
+    ]
+    print(
+        table(
+            headers,
+            [row("(a) lora_train", flywheel), row("(b) transformers Trainer + peft", trainer)],
+        )
+    )
     wall_ratio = (flywheel["tokens"] / flywheel["clock"].wall_seconds) / (
         trainer["tokens"] / trainer["clock"].wall_seconds
     )

@@ -28,8 +28,18 @@ class RatingAdmin(admin.ModelAdmin):
     list_display = ["interaction", "rater_id", "thumb", "score", "source", "updated_at"]
     list_filter = ["source", "thumb"]
     search_fields = ["rater_id", "comment", "correction"]
-    readonly_fields = ["interaction", "rater_id", "thumb", "score", "comment", "correction",
-                       "tags", "source", "created_at", "updated_at"]  # fmt: skip
+    readonly_fields = [
+        "interaction",
+        "rater_id",
+        "thumb",
+        "score",
+        "comment",
+        "correction",
+        "tags",
+        "source",
+        "created_at",
+        "updated_at",
+    ]
     inlines = [RatingSubmissionInline]
 
     def has_add_permission(self, request):

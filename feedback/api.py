@@ -17,10 +17,17 @@ ratings_router = Router(tags=["ratings"])
 @ratings_router.post(
     "/ratings",
     auth=RatingKeyAuth(),
-    response={201: RatingBatchOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut,
-              413: ErrorOut, 429: ErrorOut},
-    summary="Rate interactions: one rating, or {\"ratings\": [...]} (up to 500)",
-)  # fmt: skip
+    response={
+        201: RatingBatchOut,
+        400: ErrorOut,
+        401: ErrorOut,
+        403: ErrorOut,
+        404: ErrorOut,
+        413: ErrorOut,
+        429: ErrorOut,
+    },
+    summary='Rate interactions: one rating, or {"ratings": [...]} (up to 500)',
+)
 def ratings_submit(request: ApiKeyRequest, payload: RatingBatchIn):
     """Thumbs, a score from 1 to 5, a comment, a corrected answer and tags, by `rater_id`. A rater's
     new rating of an interaction replaces their earlier one (the history is kept).

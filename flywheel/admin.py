@@ -121,8 +121,18 @@ class ChunkAdmin(admin.ModelAdmin):
     list_filter = ["project", "kind"]
     search_fields = ["heading", "text"]
     exclude = ["embedding"]
-    readonly_fields = ["project", "index_version", "document", "kind", "position", "heading",
-                       "text", "metadata", "content_hash", "created_at"]  # fmt: skip
+    readonly_fields = [
+        "project",
+        "index_version",
+        "document",
+        "kind",
+        "position",
+        "heading",
+        "text",
+        "metadata",
+        "content_hash",
+        "created_at",
+    ]
 
     def has_add_permission(self, request):
         return False
@@ -183,11 +193,22 @@ class ServingPolicyAdminForm(forms.ModelForm):
 @admin.register(ServingPolicy)
 class ServingPolicyAdmin(admin.ModelAdmin):
     form = ServingPolicyAdminForm
-    list_display = ["project", "verified_answers", "verified_match_threshold",
-                    "calibrated_threshold", "answer_mode", "updated_at"]  # fmt: skip
+    list_display = [
+        "project",
+        "verified_answers",
+        "verified_match_threshold",
+        "calibrated_threshold",
+        "answer_mode",
+        "updated_at",
+    ]
     list_filter = ["verified_answers", "answer_mode"]
-    fields = ["project", *SERVING_POLICY_EDITABLE_FIELDS, "calibrated_threshold", "calibration",
-              "updated_at"]  # fmt: skip
+    fields = [
+        "project",
+        *SERVING_POLICY_EDITABLE_FIELDS,
+        "calibrated_threshold",
+        "calibration",
+        "updated_at",
+    ]
     readonly_fields = ["project", "calibrated_threshold", "calibration", "updated_at"]
     actions = ["calibrate"]
 
@@ -216,8 +237,11 @@ class VerifiedAnswerAdmin(admin.ModelAdmin):
     exclude = ["question_embedding"]
 
     def get_readonly_fields(self, request, obj=None):
-        return [field.name for field in VerifiedAnswer._meta.fields
-                if field.name != "question_embedding"]  # fmt: skip
+        return [
+            field.name
+            for field in VerifiedAnswer._meta.fields
+            if field.name != "question_embedding"
+        ]
 
     def has_add_permission(self, request):
         return False  # made by approving an answer in the review queue

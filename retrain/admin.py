@@ -59,8 +59,9 @@ def _start_job(kind: str, description: str):
     @admin.action(description=description)
     def start(modeladmin, request, queryset):
         for project in queryset:
-            job = job_create(project=project, kind=kind, trigger=Job.Trigger.ADMIN,
-                             triggered_by=request.user)  # fmt: skip
+            job = job_create(
+                project=project, kind=kind, trigger=Job.Trigger.ADMIN, triggered_by=request.user
+            )
             messages.success(request, f"{project}: job {job.pk} queued ({description}).")
 
     start.__name__ = f"start_{kind}"

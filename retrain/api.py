@@ -117,8 +117,12 @@ def jobs_start(request: ApiKeyRequest, payload: JobIn):
     golden_set; retriever_training: eval_fraction, min_pairs, auto_promote, margin, epochs,
     max_steps, batch_size, learning_rate, warmup_ratio, seed."""
     try:
-        job = job_create(project=request.api_key.project, kind=payload.kind,
-                         trigger=Job.Trigger.API, parameters=payload.parameters)  # fmt: skip
+        job = job_create(
+            project=request.api_key.project,
+            kind=payload.kind,
+            trigger=Job.Trigger.API,
+            parameters=payload.parameters,
+        )
     except InvalidJobParameters as error:
         raise ApiError(400, str(error), code="invalid_job") from error
     return Status(202, job)
@@ -129,21 +133,24 @@ def jobs_list(request: ApiKeyRequest, limit: int = Query(50, ge=1, le=500)):
     return Job.objects.filter(project=request.api_key.project).order_by("-created_at")[:limit]
 
 
-@jobs_router.get("/jobs/{job_id}", response={200: JobOut, 401: ErrorOut, 403: ErrorOut,
-                                             404: ErrorOut})  # fmt: skip
+@jobs_router.get(
+    "/jobs/{job_id}", response={200: JobOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+)
 def job_detail(request: ApiKeyRequest, job_id: int):
     return _job(request, job_id)
 
 
-@jobs_router.post("/jobs/{job_id}/cancel", response={200: JobOut, 401: ErrorOut, 403: ErrorOut,
-                                                     404: ErrorOut})  # fmt: skip
+@jobs_router.post(
+    "/jobs/{job_id}/cancel", response={200: JobOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+)
 def job_cancel_request(request: ApiKeyRequest, job_id: int):
     """A queued job is cancelled at once; a running one stops at its next step."""
     return job_cancel(job=_job(request, job_id))
 
 
-@jobs_router.get("/model-versions", response={200: list[ModelVersionOut], 401: ErrorOut,
-                                              403: ErrorOut})  # fmt: skip
+@jobs_router.get(
+    "/model-versions", response={200: list[ModelVersionOut], 401: ErrorOut, 403: ErrorOut}
+)
 def model_versions_list(request: ApiKeyRequest):
     return ModelVersion.objects.filter(project=request.api_key.project).order_by("-created_at")
 
@@ -170,15 +177,17 @@ def model_version_rollback_request(request: ApiKeyRequest):
     return restored
 
 
-@jobs_router.get("/index-versions", response={200: list[IndexVersionOut], 401: ErrorOut,
-                                              403: ErrorOut})  # fmt: skip
+@jobs_router.get(
+    "/index-versions", response={200: list[IndexVersionOut], 401: ErrorOut, 403: ErrorOut}
+)
 def index_versions_list(request: ApiKeyRequest):
     return IndexVersion.objects.filter(project=request.api_key.project).order_by("-number")
 
 
-@jobs_router.post("/index-versions/{version_id}/activate",
-                  response={200: IndexVersionOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut,
-                            409: ErrorOut})  # fmt: skip
+@jobs_router.post(
+    "/index-versions/{version_id}/activate",
+    response={200: IndexVersionOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut},
+)
 def index_version_activate_request(request: ApiKeyRequest, version_id: int):
     version = IndexVersion.objects.filter(project=request.api_key.project, pk=version_id).first()
     if version is None:
@@ -198,8 +207,9 @@ def index_version_rollback_request(request: ApiKeyRequest):
     return restored
 
 
-@jobs_router.get("/embedding-model-versions", response={200: list[EmbeddingModelVersionOut],
-                                                        **AUTH_ERRORS})  # fmt: skip
+@jobs_router.get(
+    "/embedding-model-versions", response={200: list[EmbeddingModelVersionOut], **AUTH_ERRORS}
+)
 def embedding_model_versions_list(request: ApiKeyRequest):
     """The project's retrievers (embedding models fine-tuned on feedback), newest first; none
     in production means the bundled model serves."""

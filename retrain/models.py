@@ -20,10 +20,12 @@ class CurationPolicy(BaseModel):
         default=True, help_text="More thumbs up than down makes the answer an example."
     )
     min_score = models.PositiveSmallIntegerField(
-        null=True, blank=True, default=4,
+        null=True,
+        blank=True,
+        default=4,
         help_text="An average score of at least this makes the answer an example; "
         "empty: scores alone never do.",
-    )  # fmt: skip
+    )
     prefer_corrections = models.BooleanField(
         default=True,
         help_text="A correction (reviewer's or end user's) replaces the model's answer; the "
@@ -46,10 +48,13 @@ class CurationPolicy(BaseModel):
     # this metric by at least this margin; otherwise it waits for an admin.
     promotion_metric = models.CharField(
         max_length=20,
-        choices=[("eval_loss", "Eval loss (lower is better)"), ("token_f1", "Token F1"),
-                 ("rouge_l", "ROUGE-L")],
+        choices=[
+            ("eval_loss", "Eval loss (lower is better)"),
+            ("token_f1", "Token F1"),
+            ("rouge_l", "ROUGE-L"),
+        ],
         default="eval_loss",
-    )  # fmt: skip
+    )
     promotion_margin = models.FloatField(
         default=0.01, help_text="Relative improvement needed, e.g. 0.01 = 1 %."
     )
@@ -264,13 +269,19 @@ class Job(models.Model):
         DatasetVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     model_version = models.ForeignKey(
-        "flywheel.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        "flywheel.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
-    )  # fmt: skip
+    )
     index_version = models.ForeignKey(
-        "flywheel.IndexVersion", null=True, blank=True, on_delete=models.SET_NULL,
+        "flywheel.IndexVersion",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
-    )  # fmt: skip
+    )
 
     class Meta:
         indexes = [models.Index(fields=["project", "-created_at"], name="job_project_recent")]

@@ -181,8 +181,12 @@ def embedding_model_version_promote(
     refresh is queued (a child of `parent_job` when given) to embed the index with it."""
     with transaction.atomic():
         version = _production_switch(version)
-        retriever_index_follow(project=version.project, parent_job=parent_job, trigger=trigger,
-                               triggered_by=triggered_by)  # fmt: skip
+        retriever_index_follow(
+            project=version.project,
+            parent_job=parent_job,
+            trigger=trigger,
+            triggered_by=triggered_by,
+        )
     return version
 
 

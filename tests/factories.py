@@ -16,16 +16,26 @@ class ProjectFactory(factory.django.DjangoModelFactory):
     slug = factory.Sequence(lambda n: f"project-{n}")
 
 
-SERVED_PASSAGE = {"rank": 1, "title": "Billing", "heading": "Billing > Refunds",
-                  "text": "Refunds within 14 days.", "score": 0.03, "chunk_id": 1}  # fmt: skip
+SERVED_PASSAGE = {
+    "rank": 1,
+    "title": "Billing",
+    "heading": "Billing > Refunds",
+    "text": "Refunds within 14 days.",
+    "score": 0.03,
+    "chunk_id": 1,
+}
 
 
 def served(project, question: str, answer: str = "You can ask for a refund.") -> Interaction:
     return interaction_record(
-        project=project, source=Interaction.Source.CHAT,
-        messages=[{"role": "user", "content": question}], query_text=question,
-        response=answer, retrieved=[SERVED_PASSAGE], metadata={"flywheel": {"rag": True}},
-    )  # fmt: skip
+        project=project,
+        source=Interaction.Source.CHAT,
+        messages=[{"role": "user", "content": question}],
+        query_text=question,
+        response=answer,
+        retrieved=[SERVED_PASSAGE],
+        metadata={"flywheel": {"rag": True}},
+    )
 
 
 def curate(project, *interactions) -> dict:

@@ -313,14 +313,17 @@ class LoopRun:
             self.log(f"Turn {turn}: LoRA training, {self.settings.train_steps} steps")
             training_job_id = self._training_start(dataset_version=record["dataset_version"])
         # Each mechanism on its own first: the refresh without verified answers.
-        self._serving_policy(verified_answers=ServingPolicy.VerifiedAnswersMode.OFF,
-                             answer_mode=ServingPolicy.AnswerMode.GENERATE)  # fmt: skip
+        self._serving_policy(
+            verified_answers=ServingPolicy.VerifiedAnswersMode.OFF,
+            answer_mode=ServingPolicy.AnswerMode.GENERATE,
+        )
         self._stage(f"turn{turn}_refresh", f"turn {turn}: index refresh", turn=turn, rag=True)
         if self.settings.verified_answers:
             self._serving_policy(verified_answers=ServingPolicy.VerifiedAnswersMode.VERBATIM)
             record["verified_answers"] = self._verified_answers_state()
-            self._stage(f"turn{turn}_verified", f"turn {turn}: + verified answers", turn=turn,
-                        rag=True)  # fmt: skip
+            self._stage(
+                f"turn{turn}_verified", f"turn {turn}: + verified answers", turn=turn, rag=True
+            )
         if training_job_id is not None:
             record["training"] = self._training_finish_and_measure(
                 turn, training_job_id=training_job_id
@@ -329,9 +332,12 @@ class LoopRun:
             record["retriever"] = self._retriever_train_and_measure(turn)
         if self.settings.answer_mode != ServingPolicy.AnswerMode.GENERATE:
             self._serving_policy(answer_mode=self.settings.answer_mode)
-            self._stage(f"turn{turn}_{self.settings.answer_mode}",
-                        f"turn {turn}: + {self.settings.answer_mode} answers", turn=turn,
-                        rag=True)  # fmt: skip
+            self._stage(
+                f"turn{turn}_{self.settings.answer_mode}",
+                f"turn {turn}: + {self.settings.answer_mode} answers",
+                turn=turn,
+                rag=True,
+            )
         record["wall_seconds"] = round(time.monotonic() - started, 1)
         self.on_progress(self.result)
 
@@ -373,8 +379,12 @@ class LoopRun:
         summary["index_refresh"] = refresh_job["metrics"]
         if self.settings.verified_answers:
             summary["verified_answers"] = self._verified_answers_state()
-        self._stage(f"turn{turn}_retriever", f"turn {turn}: + retriever trained on feedback",
-                    turn=turn, rag=True)  # fmt: skip
+        self._stage(
+            f"turn{turn}_retriever",
+            f"turn {turn}: + retriever trained on feedback",
+            turn=turn,
+            rag=True,
+        )
         return summary
 
     def _serving_now(self) -> tuple[str, int | None]:

@@ -258,8 +258,12 @@ def gate_decision_from(gate: dict | None) -> GateDecision | None:
 def _hit_rates(rates: dict | None) -> HitRates | None:
     if not rates:
         return None
-    return HitRates(hit_at_1=rates.get("hit@1"), hit_at_k=rates.get("hit@k"),
-                    k=rates.get("k"), questions=rates.get("questions"))  # fmt: skip
+    return HitRates(
+        hit_at_1=rates.get("hit@1"),
+        hit_at_k=rates.get("hit@k"),
+        k=rates.get("k"),
+        questions=rates.get("questions"),
+    )
 
 
 def _index_refresh_report(metrics: dict) -> IndexRefreshReport | None:

@@ -96,11 +96,12 @@ def verified_answers_filtered(*, project: Project, filters: VerifiedAnswerFilter
     # A sliced prefetch: the database numbers each verified answer's served interactions and
     # keeps the latest few of each, however many it served.
     served = (
-        Interaction.objects.only("id", "created_at", "query_text", "answered_from",
-                                 "verified_answer_id")
+        Interaction.objects.only(
+            "id", "created_at", "query_text", "answered_from", "verified_answer_id"
+        )
         .annotate(match_similarity=_recorded_similarity())
         .order_by("-created_at", "-id")[:SERVED_LISTED]
-    )  # fmt: skip
+    )
     return (
         verified_answers.defer("question_embedding", "source_documents")
         .annotate(served_count=_served_count())

@@ -145,10 +145,12 @@ def _policy_sections(policy: dict) -> list[tuple[str, list[tuple[str, object]]]]
     under "Other settings" with its stored name."""
     labels = {name: field.label for name, field in CurationPolicyForm.base_fields.items()}
     sections = [
-        (section.title, [(labels[name], policy[name]) for name in section.field_names
-                         if name in policy])
+        (
+            section.title,
+            [(labels[name], policy[name]) for name in section.field_names if name in policy],
+        )
         for section in POLICY_SECTIONS
-    ]  # fmt: skip
+    ]
     others = sorted(set(policy) - set(labels))
     sections.append(("Other settings", [(name, policy[name]) for name in others]))
     return [(title, rows) for title, rows in sections if rows]

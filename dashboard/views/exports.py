@@ -16,11 +16,25 @@ from flywheel.models import Interaction
 
 EXPORT_CHUNK_SIZE = 500
 CSV_COLUMNS = [
-    "id", "created_at", "source", "model_version", "model_name", "index_version", "query",
-    "response", "thumbs_up", "thumbs_down", "mean_score", "rating_corrections",
-    "latest_review", "latency_ms", "prompt_tokens", "completion_tokens", "session_id",
+    "id",
+    "created_at",
+    "source",
+    "model_version",
+    "model_name",
+    "index_version",
+    "query",
+    "response",
+    "thumbs_up",
+    "thumbs_down",
+    "mean_score",
+    "rating_corrections",
+    "latest_review",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "session_id",
     "end_user_id",
-]  # fmt: skip
+]
 # A spreadsheet runs a cell that starts with one of these as a formula.
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 

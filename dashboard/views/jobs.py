@@ -71,9 +71,11 @@ class JobParametersForm(forms.Form):
 
 class IndexRefreshForm(JobParametersForm):
     activate = forms.BooleanField(
-        required=False, label="Activate the new index", help_text="Retrieval switches to it "
+        required=False,
+        label="Activate the new index",
+        help_text="Retrieval switches to it "
         "once built; otherwise it waits, ready, for an admin to activate it.",
-    )  # fmt: skip
+    )
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -104,11 +106,14 @@ class LoraTrainingForm(JobParametersForm):
         self.fields["dataset_version"].choices = [
             ("", "A fresh snapshot of the curated examples"),
             *(
-                (version.number, f"v{version.number} · {version.counts.get('train', 0)} train "
-                 f"examples · {version.created_at:%Y-%m-%d}")
+                (
+                    version.number,
+                    f"v{version.number} · {version.counts.get('train', 0)} train "
+                    f"examples · {version.created_at:%Y-%m-%d}",
+                )
                 for version in dataset_versions_to_train_on(project=self.project)
             ),
-        ]  # fmt: skip
+        ]
 
     def kind_defaults(self) -> dict:
         return training.validate_parameters({})
@@ -149,9 +154,11 @@ class RetrieverTrainingForm(JobParametersForm):
     max_steps = _count_field("Max steps", help_text="Empty: the epochs decide.")
     batch_size = _count_field("Batch size")
     eval_fraction = forms.FloatField(
-        required=False, min_value=0, max_value=0.9,
+        required=False,
+        min_value=0,
+        max_value=0.9,
         help_text="Share of the questions held out to compare the candidate with production.",
-    )  # fmt: skip
+    )
     min_pairs = _count_field("Minimum (question, passage) pairs")
     auto_promote = forms.BooleanField(
         required=False,
@@ -198,10 +205,14 @@ def _start_options(project, *, submitted: JobParametersForm | None = None) -> li
     options = []
     for kind, label in Job.Kind.choices:
         form = submitted if submitted and submitted.prefix == kind else None
-        options.append(StartOption(
-            kind=kind, label=label, description=KIND_DESCRIPTIONS[kind],
-            form=form or PARAMETER_FORMS[kind](project=project, prefix=kind),
-        ))  # fmt: skip
+        options.append(
+            StartOption(
+                kind=kind,
+                label=label,
+                description=KIND_DESCRIPTIONS[kind],
+                form=form or PARAMETER_FORMS[kind](project=project, prefix=kind),
+            )
+        )
     return options
 
 
@@ -241,9 +252,12 @@ def job_start(request, project):
     if form.is_valid():
         try:
             job = job_create(
-                project=project, kind=kind, trigger=Job.Trigger.DASHBOARD,
-                parameters=form.job_parameters(), triggered_by=request.user,
-            )  # fmt: skip
+                project=project,
+                kind=kind,
+                trigger=Job.Trigger.DASHBOARD,
+                parameters=form.job_parameters(),
+                triggered_by=request.user,
+            )
         except InvalidJobParameters as error:
             form.add_error(None, str(error))
         else:
@@ -262,10 +276,16 @@ def _job_detail_or_404(project, job_id: int):
 @project_view("viewer")
 @require_safe
 def job_detail(request, project, job_id: int):
-    return render(request, "dashboard/job_detail.html", {
-        "project": project, "role": request.role, "section": "jobs",
-        "detail": _job_detail_or_404(project, job_id),
-    })  # fmt: skip
+    return render(
+        request,
+        "dashboard/job_detail.html",
+        {
+            "project": project,
+            "role": request.role,
+            "section": "jobs",
+            "detail": _job_detail_or_404(project, job_id),
+        },
+    )
 
 
 @project_view("viewer")
@@ -273,10 +293,15 @@ def job_detail(request, project, job_id: int):
 def job_progress(request, project, job_id: int):
     """The live part of the job's page, which htmx polls while the job is unfinished; once it
     is finished the partial comes without its polling trigger, and the polling stops."""
-    return render(request, "dashboard/partials/job_progress.html", {
-        "project": project, "role": request.role,
-        "detail": _job_detail_or_404(project, job_id),
-    })  # fmt: skip
+    return render(
+        request,
+        "dashboard/partials/job_progress.html",
+        {
+            "project": project,
+            "role": request.role,
+            "detail": _job_detail_or_404(project, job_id),
+        },
+    )
 
 
 @project_view("admin")

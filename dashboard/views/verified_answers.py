@@ -115,14 +115,17 @@ def _policy_settings(policy: ServingPolicy) -> list[tuple[object, object]]:
     threshold = policy.verified_match_threshold
     return [
         (labels["verified_answers"], policy.get_verified_answers_display()),
-        (labels["verified_match_threshold"],
-         "not set: the calibrated one, or the default" if threshold is None
-         else f"{threshold:g}"),
+        (
+            labels["verified_match_threshold"],
+            "not set: the calibrated one, or the default"
+            if threshold is None
+            else f"{threshold:g}",
+        ),
         (labels["verified_match_evidence_depth"], policy.verified_match_evidence_depth),
         (labels["calibration_false_match_rate"], f"{policy.calibration_false_match_rate:g}"),
         (labels["answer_mode"], policy.get_answer_mode_display()),
         (labels["groundedness_threshold"], f"{policy.groundedness_threshold:g}"),
-    ]  # fmt: skip
+    ]
 
 
 def _render_page(request, project, *, policy_form: ServingPolicyForm | None = None):

@@ -33,8 +33,11 @@ from retrain.promotion import (
     model_version_rollback,
 )
 
-PROMOTABLE = (ModelVersion.Status.CANDIDATE, ModelVersion.Status.RETIRED,
-              ModelVersion.Status.REJECTED)  # fmt: skip
+PROMOTABLE = (
+    ModelVersion.Status.CANDIDATE,
+    ModelVersion.Status.RETIRED,
+    ModelVersion.Status.REJECTED,
+)
 REJECTABLE = (ModelVersion.Status.CANDIDATE,)
 ACTIVATABLE = (IndexVersion.Status.READY, IndexVersion.Status.RETIRED)
 
@@ -42,15 +45,23 @@ ACTIVATABLE = (IndexVersion.Status.READY, IndexVersion.Status.RETIRED)
 @project_view("viewer")
 @require_safe
 def versions(request, project):
-    return render(request, "dashboard/versions.html", {
-        "project": project, "role": request.role, "section": "versions",
-        "model_versions": model_versions_for_project(project=project),
-        "index_versions": index_versions_for_project(project=project),
-        "model_rollback_target": model_version_previous(project=project),
-        "index_rollback_target": index_version_previous(project=project),
-        "promotable": PROMOTABLE, "rejectable": REJECTABLE, "activatable": ACTIVATABLE,
-        "versions_listed": VERSIONS_LISTED,
-    })  # fmt: skip
+    return render(
+        request,
+        "dashboard/versions.html",
+        {
+            "project": project,
+            "role": request.role,
+            "section": "versions",
+            "model_versions": model_versions_for_project(project=project),
+            "index_versions": index_versions_for_project(project=project),
+            "model_rollback_target": model_version_previous(project=project),
+            "index_rollback_target": index_version_previous(project=project),
+            "promotable": PROMOTABLE,
+            "rejectable": REJECTABLE,
+            "activatable": ACTIVATABLE,
+            "versions_listed": VERSIONS_LISTED,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -77,9 +88,16 @@ def _confirm_or_switch(request, project, switch: Switch):
             switch.perform()
             messages.success(request, switch.done)
         return redirect("dashboard:versions", project_slug=project.slug)
-    return render(request, "dashboard/version_confirm.html", {
-        "project": project, "role": request.role, "section": "versions", "switch": switch,
-    })  # fmt: skip
+    return render(
+        request,
+        "dashboard/version_confirm.html",
+        {
+            "project": project,
+            "role": request.role,
+            "section": "versions",
+            "switch": switch,
+        },
+    )
 
 
 def _target_changed(request, target) -> bool:
@@ -102,13 +120,19 @@ def model_version_promote_confirm(request, project, version_id: int):
     refusal = ""
     if version.status not in PROMOTABLE:
         refusal = f"{version.name} is already in production."
-    return _confirm_or_switch(request, project, Switch(
-        question=f"Promote {version.name} to production?",
-        consequence="Serving answers with it from the next request on; the current production "
-        "version is retired and stays available for a rollback.",
-        button=f"Promote {version.name}", done=f"{version.name} is now in production.",
-        perform=lambda: model_version_promote(version=version), refusal=refusal,
-    ))  # fmt: skip
+    return _confirm_or_switch(
+        request,
+        project,
+        Switch(
+            question=f"Promote {version.name} to production?",
+            consequence="Serving answers with it from the next request on; the current production "
+            "version is retired and stays available for a rollback.",
+            button=f"Promote {version.name}",
+            done=f"{version.name} is now in production.",
+            perform=lambda: model_version_promote(version=version),
+            refusal=refusal,
+        ),
+    )
 
 
 @project_view("admin")
@@ -119,12 +143,19 @@ def model_version_reject_confirm(request, project, version_id: int):
     if version.status not in REJECTABLE:
         status = version.get_status_display().lower()
         refusal = f"Only candidates can be rejected; {version.name} is {status}."
-    return _confirm_or_switch(request, project, Switch(
-        question=f"Reject {version.name}?",
-        consequence="It leaves the candidates; it is kept, and can still be promoted later.",
-        button=f"Reject {version.name}", done=f"Rejected {version.name}.",
-        perform=lambda: model_version_reject(version=version), refusal=refusal, dangerous=True,
-    ))  # fmt: skip
+    return _confirm_or_switch(
+        request,
+        project,
+        Switch(
+            question=f"Reject {version.name}?",
+            consequence="It leaves the candidates; it is kept, and can still be promoted later.",
+            button=f"Reject {version.name}",
+            done=f"Rejected {version.name}.",
+            perform=lambda: model_version_reject(version=version),
+            refusal=refusal,
+            dangerous=True,
+        ),
+    )
 
 
 @project_view("admin")
@@ -138,14 +169,21 @@ def model_version_rollback_confirm(request, project):
     else:
         refusal = ""
     name = target.name if target else ""
-    return _confirm_or_switch(request, project, Switch(
-        question=f"Roll production back to {name}?" if target else "Roll back production?",
-        consequence=f"{name} was production before the current version; it serves again from "
-        "the next request on, and the current version is retired.",
-        button=f"Roll back to {name}", done=f"Rolled back: {name} is in production again.",
-        perform=lambda: model_version_rollback(project=project), refusal=refusal,
-        target_id=target.pk if target else None, dangerous=True,
-    ))  # fmt: skip
+    return _confirm_or_switch(
+        request,
+        project,
+        Switch(
+            question=f"Roll production back to {name}?" if target else "Roll back production?",
+            consequence=f"{name} was production before the current version; it serves again from "
+            "the next request on, and the current version is retired.",
+            button=f"Roll back to {name}",
+            done=f"Rolled back: {name} is in production again.",
+            perform=lambda: model_version_rollback(project=project),
+            refusal=refusal,
+            target_id=target.pk if target else None,
+            dangerous=True,
+        ),
+    )
 
 
 @project_view("admin")
@@ -158,13 +196,19 @@ def index_version_activate_confirm(request, project, version_id: int):
     if version.status not in ACTIVATABLE:
         status = version.get_status_display().lower()
         refusal = f"Index v{version.number} is {status}; only a ready or retired one can be."
-    return _confirm_or_switch(request, project, Switch(
-        question=f"Activate index v{version.number}?",
-        consequence="Retrieval reads it from the next request on; the active version is "
-        "retired and stays available for a rollback.",
-        button=f"Activate v{version.number}", done=f"Index v{version.number} is now active.",
-        perform=lambda: index_version_activate(version=version), refusal=refusal,
-    ))  # fmt: skip
+    return _confirm_or_switch(
+        request,
+        project,
+        Switch(
+            question=f"Activate index v{version.number}?",
+            consequence="Retrieval reads it from the next request on; the active version is "
+            "retired and stays available for a rollback.",
+            button=f"Activate v{version.number}",
+            done=f"Index v{version.number} is now active.",
+            perform=lambda: index_version_activate(version=version),
+            refusal=refusal,
+        ),
+    )
 
 
 @project_view("admin")
@@ -178,11 +222,18 @@ def index_version_rollback_confirm(request, project):
     else:
         refusal = ""
     number = target.number if target else None
-    return _confirm_or_switch(request, project, Switch(
-        question=f"Roll the index back to v{number}?" if target else "Roll back the index?",
-        consequence=f"v{number} was active before the current version; retrieval reads it "
-        "again from the next request on, and the current version is retired.",
-        button=f"Roll back to v{number}", done=f"Rolled back: index v{number} is active again.",
-        perform=lambda: index_version_rollback(project=project), refusal=refusal,
-        target_id=target.pk if target else None, dangerous=True,
-    ))  # fmt: skip
+    return _confirm_or_switch(
+        request,
+        project,
+        Switch(
+            question=f"Roll the index back to v{number}?" if target else "Roll back the index?",
+            consequence=f"v{number} was active before the current version; retrieval reads it "
+            "again from the next request on, and the current version is retired.",
+            button=f"Roll back to v{number}",
+            done=f"Rolled back: index v{number} is active again.",
+            perform=lambda: index_version_rollback(project=project),
+            refusal=refusal,
+            target_id=target.pk if target else None,
+            dangerous=True,
+        ),
+    )

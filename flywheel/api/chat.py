@@ -31,10 +31,12 @@ def _chat_request(payload: ChatCompletionIn) -> ChatRequest:
     options = payload.flywheel
     stop = [payload.stop] if isinstance(payload.stop, str) else list(payload.stop or [])
     retrieval = default_retrieval_options(
-        mode=options.mode, filters=options.filters,
-        query_variants=options.query_variants, hyde=options.hyde,
+        mode=options.mode,
+        filters=options.filters,
+        query_variants=options.query_variants,
+        hyde=options.hyde,
         **({"top_k": options.top_k} if options.top_k else {}),
-    )  # fmt: skip
+    )
     return ChatRequest(
         messages=[{"role": m.role, "content": m.text()} for m in payload.messages],
         parameters=GenerationParameters(
@@ -125,8 +127,14 @@ def _stream_events(prepared: PreparedChat, *, include_usage: bool) -> Iterator[s
         "created": created,
         "model": prepared.backend.model_name,
     }
-    yield _sse(base | {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                                    "finish_reason": None}]})  # fmt: skip
+    yield _sse(
+        base
+        | {
+            "choices": [
+                {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+            ]
+        }
+    )
     try:
         for item in chat_stream(prepared=prepared):
             if isinstance(item, ChatAnswer):
@@ -139,18 +147,25 @@ def _stream_events(prepared: PreparedChat, *, include_usage: bool) -> Iterator[s
                 yield _sse(base | {"choices": [delta]})
     except GenerationError as error:
         # Headers are gone already: the error travels in the stream, as OpenAI's does.
-        yield _sse({"error": {"message": str(error), "type": "upstream_error",
-                              "code": "generation_failed", "param": None}})  # fmt: skip
+        yield _sse(
+            {
+                "error": {
+                    "message": str(error),
+                    "type": "upstream_error",
+                    "code": "generation_failed",
+                    "param": None,
+                }
+            }
+        )
     yield "data: [DONE]\n\n"
 
 
 @router.post(
     "/chat/completions",
     auth=SecretKeyAuth(),
-    response={200: dict, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut,
-              502: ErrorOut},
+    response={200: dict, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut, 502: ErrorOut},
     summary="Create a chat completion (OpenAI-compatible, with RAG)",
-)  # fmt: skip
+)
 def chat_completions(request: ApiKeyRequest, payload: ChatCompletionIn):
     """Answers with retrieval-augmented generation by the project's production model version.
 

@@ -15,10 +15,9 @@ router = Router(tags=["interactions"], auth=SecretKeyAuth())
 
 @router.post(
     "/interactions",
-    response={201: InteractionBatchOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut,
-              413: ErrorOut},
+    response={201: InteractionBatchOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut},
     summary="Log interactions answered by your own LLM (1 to 1000)",
-)  # fmt: skip
+)
 def interactions_log(request: ApiKeyRequest, payload: InteractionBatchIn):
     """Stores all the interactions or, if any is invalid, none. An interaction whose
     `idempotency_key` was already logged is not stored again (`created: false`)."""

@@ -153,9 +153,11 @@ class RetrievedItemIn(Schema):
 
 class InteractionIn(Schema):
     idempotency_key: str | None = Field(
-        None, min_length=1, max_length=200,
+        None,
+        min_length=1,
+        max_length=200,
         description="Your id for this interaction; sending it again stores nothing new.",
-    )  # fmt: skip
+    )
     messages: list[LoggedMessageIn] = Field(..., min_length=1, max_length=500)
     response: str = Field(..., max_length=200_000)
     model: str = Field("", max_length=300)

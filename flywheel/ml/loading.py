@@ -156,9 +156,11 @@ class Generator:
             try:
                 with torch.inference_mode():
                     produced["output"] = self.model.generate(
-                        **inputs, **kwargs, streamer=streamer,
+                        **inputs,
+                        **kwargs,
+                        streamer=streamer,
                         stopping_criteria=StoppingCriteriaList([_StopWhenCancelled()]),
-                    )  # fmt: skip
+                    )
             except BaseException as error:  # surfaced to the consumer below
                 produced["error"] = error
                 streamer.end()

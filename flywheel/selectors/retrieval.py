@@ -224,9 +224,13 @@ def retrieve(
 
     if index_version is None:
         return RetrievalResult(
-            index_version=None, chunks=[], query_embedding=query_embedding, queries=queries,
-            hypothetical_answer=hypothetical_answer, timings_ms=timings,
-        )  # fmt: skip
+            index_version=None,
+            chunks=[],
+            query_embedding=query_embedding,
+            queries=queries,
+            hypothetical_answer=hypothetical_answer,
+            timings_ms=timings,
+        )
 
     started = time.perf_counter()
     candidates = max(settings.FLYWHEEL_RETRIEVAL_CANDIDATES, options.top_k)
@@ -237,18 +241,22 @@ def retrieve(
     if options.mode in (RetrievalMode.HYBRID, RetrievalMode.VECTOR):
         for embedding in vector_queries:
             ranking = vector_ranking(
-                index_version_id=index_version.pk, embedding=embedding,
-                limit=candidates, filters=options.filters,
-            )  # fmt: skip
+                index_version_id=index_version.pk,
+                embedding=embedding,
+                limit=candidates,
+                filters=options.filters,
+            )
             rankings.append(ranking)
             for chunk_id, similarity in ranking:
                 similarities[chunk_id] = max(similarity, similarities.get(chunk_id, -1.0))
     if options.mode in (RetrievalMode.HYBRID, RetrievalMode.KEYWORD):
         for text in queries:
             ranking = keyword_ranking(
-                index_version_id=index_version.pk, query=text,
-                limit=candidates, filters=options.filters,
-            )  # fmt: skip
+                index_version_id=index_version.pk,
+                query=text,
+                limit=candidates,
+                filters=options.filters,
+            )
             rankings.append(ranking)
             for chunk_id, score in ranking:
                 keyword_scores[chunk_id] = max(score, keyword_scores.get(chunk_id, 0.0))

@@ -221,17 +221,22 @@ def _record(
     options = prepared.request.retrieval
     metadata = dict(prepared.request.metadata)
     metadata["flywheel"] = {
-        "timings_ms": {key: round(value, 1) for key, value in
-                       (prepared.timings_ms | {"generate_ms": generate_ms}).items()},
+        "timings_ms": {
+            key: round(value, 1)
+            for key, value in (prepared.timings_ms | {"generate_ms": generate_ms}).items()
+        },
         "rag": prepared.request.rag,
         "retrieval": {
-            "mode": options.mode.value, "top_k": options.top_k, "filters": options.filters,
-            "query_variants": options.query_variants, "hyde": options.hyde,
+            "mode": options.mode.value,
+            "top_k": options.top_k,
+            "filters": options.filters,
+            "query_variants": options.query_variants,
+            "hyde": options.hyde,
             "queries": retrieval.queries if retrieval else [],
             "hypothetical_answer": retrieval.hypothetical_answer if retrieval else None,
         },
         "finish_reason": generated.finish_reason,
-    }  # fmt: skip
+    }
     match = prepared.verified_match
     if match is not None:
         metadata["flywheel"]["verified_match"] = {
@@ -275,8 +280,9 @@ def _quote(prepared: PreparedChat) -> str | None:
     passages = prepared.passage_texts()
     if not passages or not prepared.query:
         return None
-    model = retriever_path(index_version=prepared.retrieval.index_version if prepared.retrieval
-                           else None)  # fmt: skip
+    model = retriever_path(
+        index_version=prepared.retrieval.index_version if prepared.retrieval else None
+    )
     quoted = quote_answer(
         question=prepared.query,
         passages=passages,

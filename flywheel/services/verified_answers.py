@@ -249,9 +249,11 @@ def verified_answer_match(
         if depth and verified.evidence and rank is None:
             continue
         return VerifiedMatch(
-            verified_answer=verified, similarity=similarity, threshold=threshold,
+            verified_answer=verified,
+            similarity=similarity,
+            threshold=threshold,
             evidence_rank=rank,
-        )  # fmt: skip
+        )
     return None
 
 

@@ -59,8 +59,7 @@ def clusters_assign(
         np.array([example.question_embedding for example in examples], dtype=np.float64),
         positions=searched,
     )
-    candidates = dict(zip(searched, zip(stored_nearest, earlier_nearest, strict=True),
-                          strict=True))  # fmt: skip
+    candidates = dict(zip(searched, zip(stored_nearest, earlier_nearest, strict=True), strict=True))
     max_distance = 1 - policy.near_duplicate_threshold
     for position, example in enumerate(examples):
         if example.content_hash in stored_cluster_by_hash:
@@ -150,9 +149,13 @@ def _earlier_nearest(embeddings: np.ndarray, *, positions: list[int]) -> list[tu
 
 
 def representatives_elect(
-    *, project_id: int, touched: list[InstructionExample], removed: list[InstructionExample],
-    founded: set[int], included_before: set[int],
-) -> tuple[list[int], set[int]]:  # fmt: skip
+    *,
+    project_id: int,
+    touched: list[InstructionExample],
+    removed: list[InstructionExample],
+    founded: set[int],
+    included_before: set[int],
+) -> tuple[list[int], set[int]]:
     """Set the status of this batch's eligible examples: the best of each cluster (highest
     quality, then the lowest id) is included, the others are duplicates.
 

@@ -38,9 +38,18 @@ CURATION_LOCK_NAMESPACE = 7_340_001  # first key of pg_advisory_xact_lock(int, i
 WRITE_BATCH_SIZE = 500  # rows per INSERT or UPDATE statement
 # What re-curating rewrites in one bulk update; the status follows the election.
 RECURATED_FIELDS = [
-    "signal", "exclusion_reason", "messages", "rejected_answer", "rating", "review",
-    "content_hash", "question_embedding", "quality", "curated_at", "split",
-]  # fmt: skip
+    "signal",
+    "exclusion_reason",
+    "messages",
+    "rejected_answer",
+    "rating",
+    "review",
+    "content_hash",
+    "question_embedding",
+    "quality",
+    "curated_at",
+    "split",
+]
 
 
 @dataclass
@@ -131,12 +140,19 @@ def interactions_curate(*, project: Project, interaction_ids) -> CurationSummary
                     removed.append(existing)
                 continue
             decision = curation_decide(
-                interaction=interaction, ratings=ratings,
-                review=reviews[0] if reviews else None, policy=policy,
-            )  # fmt: skip
+                interaction=interaction,
+                ratings=ratings,
+                review=reviews[0] if reviews else None,
+                policy=policy,
+            )
             example = existing or InstructionExample(project_id=project.pk, interaction=interaction)
-            _example_fill(example, interaction=interaction, decision=decision, policy=policy,
-                          curated_at=curated_at)  # fmt: skip
+            _example_fill(
+                example,
+                interaction=interaction,
+                decision=decision,
+                policy=policy,
+                curated_at=curated_at,
+            )
             (updated if existing else created).append(example)
             summary.curated += 1
             summary.by_status[decision.status] = summary.by_status.get(decision.status, 0) + 1
@@ -153,10 +169,12 @@ def interactions_curate(*, project: Project, interaction_ids) -> CurationSummary
         )
         clusters_assign(project_id=project.pk, examples=created, policy=policy)
         outvoted, clusters_to_reelect = representatives_elect(
-            project_id=project.pk, touched=[*updated, *created], removed=removed,
+            project_id=project.pk,
+            touched=[*updated, *created],
+            removed=removed,
             founded={example.pk for example in created if example.cluster == example.pk},
             included_before={pk for pk, was in status_before.items() if was == Status.INCLUDED},
-        )  # fmt: skip
+        )
         InstructionExample.objects.bulk_create(created, batch_size=WRITE_BATCH_SIZE)
         pks_by_new_status: dict[str, list[int]] = {Status.DUPLICATE: list(outvoted)}
         for example in updated:

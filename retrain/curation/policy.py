@@ -44,15 +44,21 @@ class CurationDecision:
 
 def _excluded(signal: str, reason: str, target: str, **provenance) -> CurationDecision:
     return CurationDecision(
-        status=Status.EXCLUDED, signal=signal, target=target, exclusion_reason=reason,
+        status=Status.EXCLUDED,
+        signal=signal,
+        target=target,
+        exclusion_reason=reason,
         **provenance,
-    )  # fmt: skip
+    )
 
 
 def curation_decide(
-    *, interaction: Interaction, ratings: list[Rating], review: Review | None,
+    *,
+    interaction: Interaction,
+    ratings: list[Rating],
+    review: Review | None,
     policy: CurationPolicy,
-) -> CurationDecision:  # fmt: skip
+) -> CurationDecision:
     """What the policy makes of an interaction. A review outranks end-user ratings."""
     answer = interaction.response
     decision = _decide_by_signal(answer=answer, ratings=ratings, review=review, policy=policy)
@@ -71,33 +77,43 @@ def _decide_by_signal(*, answer, ratings, review, policy) -> CurationDecision:
             return _excluded(Signal.NEGATIVE, "rejected by a reviewer", answer, review=review)
         if review.decision == Review.Decision.CORRECTED:
             if not policy.prefer_corrections:
-                return _excluded(Signal.NEGATIVE, "corrections not used by the policy", answer,
-                                 review=review)  # fmt: skip
+                return _excluded(
+                    Signal.NEGATIVE, "corrections not used by the policy", answer, review=review
+                )
             return CurationDecision(
-                status=Status.INCLUDED, signal=Signal.REVIEWER_CORRECTION,
-                target=review.ideal_answer, rejected_answer=answer, review=review,
-            )  # fmt: skip
+                status=Status.INCLUDED,
+                signal=Signal.REVIEWER_CORRECTION,
+                target=review.ideal_answer,
+                rejected_answer=answer,
+                review=review,
+            )
         if policy.include_reviewer_approved:
             return CurationDecision(
-                status=Status.INCLUDED, signal=Signal.REVIEWER_APPROVED, target=answer,
+                status=Status.INCLUDED,
+                signal=Signal.REVIEWER_APPROVED,
+                target=answer,
                 review=review,
-            )  # fmt: skip
+            )
         return _excluded(Signal.NONE, "approvals not used by the policy", answer, review=review)
 
     corrections = [r for r in ratings if r.correction.strip()]
     if corrections and policy.prefer_corrections:
         latest = max(corrections, key=lambda r: r.updated_at)
         return CurationDecision(
-            status=Status.INCLUDED, signal=Signal.USER_CORRECTION,
-            target=latest.correction.strip(), rejected_answer=answer, rating=latest,
-        )  # fmt: skip
+            status=Status.INCLUDED,
+            signal=Signal.USER_CORRECTION,
+            target=latest.correction.strip(),
+            rejected_answer=answer,
+            rating=latest,
+        )
     ups = [r for r in ratings if r.thumb == "up"]
     downs = [r for r in ratings if r.thumb == "down"]
     scores = [r.score for r in ratings if r.score is not None]
     mean_score = sum(scores) / len(scores) if scores else None
     if len(downs) > len(ups) and policy.exclude_thumbs_down_without_correction:
-        return _excluded(Signal.NEGATIVE, "thumbs down without a correction", answer,
-                         rating=downs[-1])  # fmt: skip
+        return _excluded(
+            Signal.NEGATIVE, "thumbs down without a correction", answer, rating=downs[-1]
+        )
     if len(ups) > len(downs) and policy.include_thumbs_up:
         return CurationDecision(
             status=Status.INCLUDED, signal=Signal.THUMBS_UP, target=answer, rating=ups[-1]

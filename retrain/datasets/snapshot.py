@@ -62,9 +62,16 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
     """
     examples = InstructionExample.objects.filter(project=project).order_by("pk")
     included = examples.filter(status=InstructionExample.Status.INCLUDED).values_list(
-        "pk", "split", "signal", "content_hash", "rejected_answer", "cluster",
-        KT("messages__-1__content"), Length(_LastUserTurn("messages")), "interaction__source",
-    )  # fmt: skip
+        "pk",
+        "split",
+        "signal",
+        "content_hash",
+        "rejected_answer",
+        "cluster",
+        KT("messages__-1__content"),
+        Length(_LastUserTurn("messages")),
+        "interaction__source",
+    )
     negatives_by_cluster: dict[int, list[str]] = {}
     for cluster, answer in examples.filter(
         status=InstructionExample.Status.EXCLUDED, signal=InstructionExample.Signal.NEGATIVE
@@ -73,14 +80,29 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
 
     sft, preference = [], []
     for (
-        example_id, split, signal, content_hash, rejected_answer, cluster, chosen, question_chars,
+        example_id,
+        split,
+        signal,
+        content_hash,
+        rejected_answer,
+        cluster,
+        chosen,
+        question_chars,
         source,
-    ) in included.iterator(chunk_size=RECORD_BATCH_SIZE):  # fmt: skip
-        sft.append(RecordDraft(
-            example_id=example_id, kind=Kind.SFT, split=split, chosen=chosen, rejected="",
-            signal=signal, content_hash=content_hash, question_chars=question_chars or 0,
-            source=source,
-        ))  # fmt: skip
+    ) in included.iterator(chunk_size=RECORD_BATCH_SIZE):
+        sft.append(
+            RecordDraft(
+                example_id=example_id,
+                kind=Kind.SFT,
+                split=split,
+                chosen=chosen,
+                rejected="",
+                signal=signal,
+                content_hash=content_hash,
+                question_chars=question_chars or 0,
+                source=source,
+            )
+        )
         rejected_answers = []
         if rejected_answer and rejected_answer != chosen:
             rejected_answers.append((rejected_answer, "correction_vs_answer"))
@@ -93,11 +115,17 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
         for rejected, pair_signal in rejected_answers:
             if rejected not in seen:
                 seen.add(rejected)
-                preference.append(RecordDraft(
-                    example_id=example_id, kind=Kind.PREFERENCE, split=split, chosen=chosen,
-                    rejected=rejected, signal=pair_signal,
-                    content_hash=_sha256(content_hash, chosen, rejected),
-                ))  # fmt: skip
+                preference.append(
+                    RecordDraft(
+                        example_id=example_id,
+                        kind=Kind.PREFERENCE,
+                        split=split,
+                        chosen=chosen,
+                        rejected=rejected,
+                        signal=pair_signal,
+                        content_hash=_sha256(content_hash, chosen, rejected),
+                    )
+                )
     return sft + preference
 
 

@@ -45,8 +45,15 @@ def promotion_gate_decide(
 ) -> GateDecision:
     candidate_value, production_value = candidate.get(metric), production.get(metric)
     if candidate_value is None or production_value is None:
-        return GateDecision(False, metric, candidate_value, production_value, None, margin,
-                            f"no {metric} to compare; an admin decides")  # fmt: skip
+        return GateDecision(
+            False,
+            metric,
+            candidate_value,
+            production_value,
+            None,
+            margin,
+            f"no {metric} to compare; an admin decides",
+        )
     if metric in LOWER_IS_BETTER:
         improvement = (production_value - candidate_value) / max(abs(production_value), 1e-9)
     else:
@@ -57,5 +64,6 @@ def promotion_gate_decide(
         f"candidate {metric} {candidate_value:.4f} {verdict} production {production_value:.4f} "
         f"by the required {margin:.1%} (improvement {improvement:+.1%})"
     )
-    return GateDecision(passed, metric, candidate_value, production_value, improvement, margin,
-                        reason)  # fmt: skip
+    return GateDecision(
+        passed, metric, candidate_value, production_value, improvement, margin, reason
+    )

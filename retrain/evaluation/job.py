@@ -49,10 +49,12 @@ def _evaluate(version: ModelVersion, records, job: Job, on_progress) -> dict:
     adapter = version.adapter_path or None
     result = evaluate_model(
         base_model_path=version.base_model or base_model_path(),
-        adapter_dir=adapter, records=records,
+        adapter_dir=adapter,
+        records=records,
         max_new_tokens=job.parameters["max_new_tokens"],
-        max_examples=job.parameters["max_examples"], on_progress=on_progress,
-    )  # fmt: skip
+        max_examples=job.parameters["max_examples"],
+        on_progress=on_progress,
+    )
     return result.as_dict()
 
 
@@ -93,8 +95,9 @@ def run(job: Job, context) -> None:
     for number, (suite, side, version) in enumerate(runs):
 
         def on_progress(done, total, number=number, label=f"{suite}: {side}"):
-            context.progress(95 * (number + done / max(total, 1)) / len(runs),
-                             f"{label} {done}/{total}")  # fmt: skip
+            context.progress(
+                95 * (number + done / max(total, 1)) / len(runs), f"{label} {done}/{total}"
+            )
 
         scores = _evaluate(version, suites[suite], job, on_progress)
         metrics["suites"].setdefault(suite, {})[side] = scores
@@ -103,9 +106,11 @@ def run(job: Job, context) -> None:
     policy = curation_policy_get(project=job.project)
     headline = metrics["suites"].get("eval_split") or metrics["suites"].get("golden_set") or {}
     decision = promotion_gate_decide(
-        metric=policy.promotion_metric, margin=policy.promotion_margin,
-        candidate=headline.get("candidate", {}), production=headline.get("production", {}),
-    )  # fmt: skip
+        metric=policy.promotion_metric,
+        margin=policy.promotion_margin,
+        candidate=headline.get("candidate", {}),
+        production=headline.get("production", {}),
+    )
     metrics["gate"] = decision.as_dict()
     context.record_metrics(**metrics)
     candidate.metrics = {**candidate.metrics, "evaluation": metrics}

@@ -77,12 +77,18 @@ def index_version_build(
         reused += len(passages) - fresh
         Chunk.objects.bulk_create(
             Chunk(
-                project=project, index_version=version, document=document,
-                position=draft.position, heading=draft.heading, text=draft.text,
-                metadata=document.metadata, content_hash=content_hash, embedding=vector,
+                project=project,
+                index_version=version,
+                document=document,
+                position=draft.position,
+                heading=draft.heading,
+                text=draft.text,
+                metadata=document.metadata,
+                content_hash=content_hash,
+                embedding=vector,
             )
             for draft, content_hash, vector in zip(drafts, hashes, vectors, strict=True)
-        )  # fmt: skip
+        )
         if on_progress:
             on_progress(number, total)
     faq_passages = [faq_passage(entry) for entry in corrections]
@@ -91,14 +97,22 @@ def index_version_build(
     reused += len(faq_passages) - fresh
     Chunk.objects.bulk_create(
         Chunk(
-            project=project, index_version=version, document=None, kind=Chunk.Kind.FAQ,
-            review_id=entry.review_id, position=position, heading="Approved correction",
-            text=passage, metadata={"faq": True}, content_hash=content_hash, embedding=vector,
+            project=project,
+            index_version=version,
+            document=None,
+            kind=Chunk.Kind.FAQ,
+            review_id=entry.review_id,
+            position=position,
+            heading="Approved correction",
+            text=passage,
+            metadata={"faq": True},
+            content_hash=content_hash,
+            embedding=vector,
         )
         for position, (entry, passage, content_hash, vector) in enumerate(
             zip(corrections, faq_passages, hashes, vectors, strict=True)
         )
-    )  # fmt: skip
+    )
     version.status = IndexVersion.Status.READY
     version.stats = {
         "documents": len(documents),

@@ -57,8 +57,9 @@ def _hit_rates(project, version, questions) -> dict | None:
 
     if version is None or not questions:
         return None
-    return retrieval_hit_at_k(project=project, index_version=version, questions=questions,
-                              k=RETRIEVAL_K)  # fmt: skip
+    return retrieval_hit_at_k(
+        project=project, index_version=version, questions=questions, k=RETRIEVAL_K
+    )
 
 
 def run(job: Job, context) -> None:
@@ -72,9 +73,10 @@ def run(job: Job, context) -> None:
             corrections=corrections,
             built_by_job_id=job.pk,
             on_created=building.append,
-            on_progress=lambda done, total: context.progress(80 * done / total,
-                                                             f"Indexed {done} of {total}"),
-        )  # fmt: skip
+            on_progress=lambda done, total: context.progress(
+                80 * done / total, f"Indexed {done} of {total}"
+            ),
+        )
     except JobCancelled:
         # A half-built version is of no use to anyone: drop it with its chunks.
         IndexVersion.objects.filter(pk__in=[v.pk for v in building]).delete()
@@ -89,8 +91,9 @@ def run(job: Job, context) -> None:
         {"question": entry.question, "source": f"faq:{entry.review_id}"} for entry in corrections
     ]
     golden = golden_set_load(job.parameters["golden_set"]) if job.parameters["golden_set"] else []
-    golden_questions = [{"question": g["question"], "source": g["source"]} for g in golden
-                        if g.get("source")]  # fmt: skip
+    golden_questions = [
+        {"question": g["question"], "source": g["source"]} for g in golden if g.get("source")
+    ]
     previous = active_index_version(project=project)
     metrics = {
         "index_version": version.number,

@@ -13,13 +13,28 @@ from retrain.training import retriever_job
 
 
 def register_all() -> None:
-    register_job_kind(Job.Kind.DATASET_SNAPSHOT, task=curation_tasks.run_dataset_snapshot,
-                      validate=snapshot.validate_parameters)  # fmt: skip
-    register_job_kind(Job.Kind.INDEX_REFRESH, task=indexing_tasks.run_index_refresh,
-                      validate=index_refresh.validate_parameters)  # fmt: skip
-    register_job_kind(Job.Kind.LORA_TRAINING, task=training_tasks.run_lora_training,
-                      validate=training.validate_parameters)  # fmt: skip
-    register_job_kind(Job.Kind.EVALUATION, task=training_tasks.run_evaluation,
-                      validate=evaluation.validate_parameters)  # fmt: skip
-    register_job_kind(Job.Kind.RETRIEVER_TRAINING, task=training_tasks.run_retriever_training,
-                      validate=retriever_job.validate_parameters)  # fmt: skip
+    register_job_kind(
+        Job.Kind.DATASET_SNAPSHOT,
+        task=curation_tasks.run_dataset_snapshot,
+        validate=snapshot.validate_parameters,
+    )
+    register_job_kind(
+        Job.Kind.INDEX_REFRESH,
+        task=indexing_tasks.run_index_refresh,
+        validate=index_refresh.validate_parameters,
+    )
+    register_job_kind(
+        Job.Kind.LORA_TRAINING,
+        task=training_tasks.run_lora_training,
+        validate=training.validate_parameters,
+    )
+    register_job_kind(
+        Job.Kind.EVALUATION,
+        task=training_tasks.run_evaluation,
+        validate=evaluation.validate_parameters,
+    )
+    register_job_kind(
+        Job.Kind.RETRIEVER_TRAINING,
+        task=training_tasks.run_retriever_training,
+        validate=retriever_job.validate_parameters,
+    )

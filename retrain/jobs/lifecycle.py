@@ -107,9 +107,13 @@ def job_create(
         raise InvalidJobParameters(f"unknown job kind {kind!r}")
     normalised = _PARAMETER_VALIDATORS[kind](dict(parameters or {}))
     job = Job.objects.create(
-        project=project, kind=kind, trigger=trigger, parameters=normalised,
-        triggered_by=triggered_by, parent=parent,
-    )  # fmt: skip
+        project=project,
+        kind=kind,
+        trigger=trigger,
+        parameters=normalised,
+        triggered_by=triggered_by,
+        parent=parent,
+    )
     _TASKS[kind].delay_on_commit(job.pk)
     return job
 

@@ -15,8 +15,9 @@ def take_bool(values: dict, name: str, default: bool) -> bool:
     return value
 
 
-def take_int(values: dict, name: str, default: int | None, *, minimum: int = 1,
-             maximum: int = 10**9) -> int | None:  # fmt: skip
+def take_int(
+    values: dict, name: str, default: int | None, *, minimum: int = 1, maximum: int = 10**9
+) -> int | None:
     value = values.pop(name, default)
     if value is None:
         return None

@@ -35,9 +35,10 @@ def retraining_due(*, project: Project) -> str | None:
         return None
     policy = curation_policy_get(project=project)
     available = InstructionExample.objects.filter(
-        project=project, status=InstructionExample.Status.INCLUDED,
+        project=project,
+        status=InstructionExample.Status.INCLUDED,
         split=InstructionExample.Split.TRAIN,
-    ).count()  # fmt: skip
+    ).count()
     production = ModelVersion.objects.filter(
         project=project, status=ModelVersion.Status.PRODUCTION
     ).first()

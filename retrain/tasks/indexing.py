@@ -6,9 +6,10 @@ from retrain.jobs.lifecycle import job_run
 
 
 @shared_task(
-    acks_late=True, reject_on_worker_lost=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
     soft_time_limit=settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS,
     time_limit=settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS + 300,
-)  # fmt: skip
+)
 def run_index_refresh(job_id: int) -> str | None:
     return job_run(job_id=job_id, handler=index_refresh.run)

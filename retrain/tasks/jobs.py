@@ -17,8 +17,10 @@ def start_due_jobs() -> list[int]:
     a training run where the policy's threshold of new examples is reached."""
     started = []
     for project in Project.objects.all():
-        for kind, due in ((Job.Kind.INDEX_REFRESH, index_refresh_due),
-                          (Job.Kind.LORA_TRAINING, retraining_due)):  # fmt: skip
+        for kind, due in (
+            (Job.Kind.INDEX_REFRESH, index_refresh_due),
+            (Job.Kind.LORA_TRAINING, retraining_due),
+        ):
             reason = due(project=project)
             if reason:
                 job = job_create(project=project, kind=kind, trigger=Job.Trigger.SCHEDULE)

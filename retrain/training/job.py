@@ -36,8 +36,12 @@ def validate_parameters(values: dict) -> dict:
 
 
 JOB_OPTIONS = {
-    "dataset_version", "evaluate", "auto_promote", "golden_set", "evaluation_max_new_tokens",
-}  # fmt: skip
+    "dataset_version",
+    "evaluate",
+    "auto_promote",
+    "golden_set",
+    "evaluation_max_new_tokens",
+}
 
 
 def job_output_dir(job: Job) -> Path:
@@ -52,8 +56,9 @@ def _dataset_for(job: Job) -> DatasetVersion:
         if version is None:
             raise InvalidJobParameters(f"no dataset version {number}")
         return version
-    version, _ = dataset_snapshot(project=job.project, trigger=DatasetVersion.Trigger.JOB,
-                                  created_by=job.triggered_by)  # fmt: skip
+    version, _ = dataset_snapshot(
+        project=job.project, trigger=DatasetVersion.Trigger.JOB, created_by=job.triggered_by
+    )
     return version
 
 
@@ -83,12 +88,20 @@ def run(job: Job, context) -> None:
     context.log(f"Training on dataset v{dataset.number}: {len(records)} examples")
     try:
         result = lora_train(
-            base_model_path=base_model_path(), records=records, parameters=parameters,
-            output_dir=output_dir, on_step=on_step, should_stop=context.should_stop,
+            base_model_path=base_model_path(),
+            records=records,
+            parameters=parameters,
+            output_dir=output_dir,
+            on_step=on_step,
+            should_stop=context.should_stop,
             log=context.log,
-            metadata={"project": job.project.slug, "job": job.pk,
-                      "dataset_version": dataset.number, "dataset_hash": dataset.content_hash},
-        )  # fmt: skip
+            metadata={
+                "project": job.project.slug,
+                "job": job.pk,
+                "dataset_version": dataset.number,
+                "dataset_hash": dataset.content_hash,
+            },
+        )
     except (TrainingStopped, JobCancelled) as stopped:
         # Cancelled, whether noticed by the loop or by a progress report: nothing of a
         # cancelled run is kept.
@@ -106,27 +119,39 @@ def run(job: Job, context) -> None:
         training_job_id=job.pk,
         parent=production,
         created_by=job.triggered_by,
-        metrics={"training": {
-            "train_loss": result.train_loss, "steps": result.steps,
-            "tokens_trained": result.tokens_trained,
-            "tokens_per_second": round(result.tokens_per_second, 1),
-            "resumed_from_step": result.resumed_from_step, "device": result.device,
-        }},
-    )  # fmt: skip
+        metrics={
+            "training": {
+                "train_loss": result.train_loss,
+                "steps": result.steps,
+                "tokens_trained": result.tokens_trained,
+                "tokens_per_second": round(result.tokens_per_second, 1),
+                "resumed_from_step": result.resumed_from_step,
+                "device": result.device,
+            }
+        },
+    )
     Job.objects.filter(pk=job.pk).update(model_version=candidate)
     context.record_metrics(
-        loss_curve=result.loss_curve, train_loss=result.train_loss, steps=result.steps,
+        loss_curve=result.loss_curve,
+        train_loss=result.train_loss,
+        steps=result.steps,
         tokens_per_second=round(result.tokens_per_second, 1),
-        resumed_from_step=result.resumed_from_step, candidate=candidate.name,
-    )  # fmt: skip
+        resumed_from_step=result.resumed_from_step,
+        candidate=candidate.name,
+    )
     context.log(f"Candidate {candidate.name} saved to {result.adapter_dir}")
     if job.parameters.get("evaluate", True):
         evaluation = job_create(
-            project=job.project, kind=Job.Kind.EVALUATION, trigger=Job.Trigger.JOB,
-            triggered_by=job.triggered_by, parent=job,
-            parameters={"model_version": candidate.pk,
-                        "auto_promote": job.parameters.get("auto_promote", True),
-                        "golden_set": job.parameters.get("golden_set"),
-                        "max_new_tokens": job.parameters.get("evaluation_max_new_tokens", 64)},
-        )  # fmt: skip
+            project=job.project,
+            kind=Job.Kind.EVALUATION,
+            trigger=Job.Trigger.JOB,
+            triggered_by=job.triggered_by,
+            parent=job,
+            parameters={
+                "model_version": candidate.pk,
+                "auto_promote": job.parameters.get("auto_promote", True),
+                "golden_set": job.parameters.get("golden_set"),
+                "max_new_tokens": job.parameters.get("evaluation_max_new_tokens", 64),
+            },
+        )
         context.log(f"Evaluation queued as job {evaluation.pk}")

@@ -75,8 +75,9 @@ class TrainingParameters:
         _check_number("warmup_ratio", self.warmup_ratio, minimum=0, maximum=1)
         _check_number("weight_decay", self.weight_decay, minimum=0, maximum=10)
         _check_integer("seed", self.seed, minimum=0, maximum=2**32 - 1)
-        _check_integer("checkpoint_every_steps", self.checkpoint_every_steps, minimum=1,
-                       maximum=10**7)  # fmt: skip
+        _check_integer(
+            "checkpoint_every_steps", self.checkpoint_every_steps, minimum=1, maximum=10**7
+        )
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainingParameters":
@@ -500,8 +501,14 @@ def lora_train(
         say(f"Resuming from the checkpoint at step {progress.step}")
 
     def checkpoint_write() -> None:
-        _checkpoint_write(output_dir, model=model, optimizer=optimizer, scheduler=scheduler,
-                          progress=progress, fingerprint=fingerprint)  # fmt: skip
+        _checkpoint_write(
+            output_dir,
+            model=model,
+            optimizer=optimizer,
+            scheduler=scheduler,
+            progress=progress,
+            fingerprint=fingerprint,
+        )
 
     pad_token_id = pad_token_id_of(tokenizer)
     model.train()
@@ -515,9 +522,10 @@ def lora_train(
         epoch_batches = schedule.batches(progress.epoch)
         step_batches = [
             [examples[index] for index in batch]
-            for batch in epoch_batches[progress.next_batch : progress.next_batch
-                                       + parameters.gradient_accumulation_steps]
-        ]  # fmt: skip
+            for batch in epoch_batches[
+                progress.next_batch : progress.next_batch + parameters.gradient_accumulation_steps
+            ]
+        ]
         # Every answer token of the step weighs the same, however the batches split them.
         answer_tokens = sum(
             label != IGNORED_LABEL

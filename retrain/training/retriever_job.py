@@ -97,8 +97,9 @@ def _corpus(job: Job) -> list[str]:
 
 
 def _rounded(hits: dict) -> dict:
-    return {key: round(value, 4) if isinstance(value, float) else value
-            for key, value in hits.items()}  # fmt: skip
+    return {
+        key: round(value, 4) if isinstance(value, float) else value for key, value in hits.items()
+    }
 
 
 def _measure(
@@ -200,11 +201,14 @@ def _train_and_measure(
     # A held-out passage the active index no longer holds cannot be ranked there.
     measured = [pair for pair in held_out if pair.positive in in_corpus]
     counts = {
-        "total": len(pairs), "questions": questions, "train": len(train),
-        "held_out": len(held_out), "held_out_measured": len(measured),
+        "total": len(pairs),
+        "questions": questions,
+        "train": len(train),
+        "held_out": len(held_out),
+        "held_out_measured": len(measured),
         "with_hard_negatives": sum(1 for pair in pairs if pair.negatives),
         "corpus_passages": len(in_corpus),
-    }  # fmt: skip
+    }
     context.record_metrics(pairs=counts)
     context.log(
         f"{len(pairs)} pairs from feedback: {len(train)} to train on, {len(held_out)} held out"
@@ -224,9 +228,13 @@ def _train_and_measure(
     context.log(f"Training from the {base_name} retriever")
     try:
         result = retriever_train(
-            pairs=train, base_model_path=base_path, output_dir=output_dir, parameters=parameters,
-            progress=on_step, should_stop=context.should_stop,
-        )  # fmt: skip
+            pairs=train,
+            base_model_path=base_path,
+            output_dir=output_dir,
+            parameters=parameters,
+            progress=on_step,
+            should_stop=context.should_stop,
+        )
     except (RetrieverTrainingStopped, JobCancelled) as stopped:
         shutil.rmtree(output_dir, ignore_errors=True)
         raise JobCancelled() from stopped
@@ -237,9 +245,11 @@ def _train_and_measure(
             candidate_path=output_dir, production_path=base_path, pairs=measured, corpus=corpus
         )
         train_candidate, train_production = _measure(
-            candidate_path=output_dir, production_path=base_path,
-            pairs=[pair for pair in train if pair.positive in in_corpus], corpus=corpus,
-        )  # fmt: skip
+            candidate_path=output_dir,
+            production_path=base_path,
+            pairs=[pair for pair in train if pair.positive in in_corpus],
+            corpus=corpus,
+        )
         context.stop_if_cancelled()
     except JobCancelled:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -263,14 +273,21 @@ def _train_and_measure(
         "decision": decision,
     }
     candidate = _version_create(
-        job, path=str(output_dir), status=EmbeddingModelVersion.Status.CANDIDATE,
-        metrics=metrics, training_job_id=job.pk, parent=production,
-    )  # fmt: skip
+        job,
+        path=str(output_dir),
+        status=EmbeddingModelVersion.Status.CANDIDATE,
+        metrics=metrics,
+        training_job_id=job.pk,
+        parent=production,
+    )
     context.record_metrics(
-        candidate=candidate.name, embedding_model_version_id=candidate.pk,
+        candidate=candidate.name,
+        embedding_model_version_id=candidate.pk,
         held_out={"candidate": held_candidate, "production": held_production},
-        train_loss=result.train_loss, steps=result.steps, loss_curve=loss_curve,
-    )  # fmt: skip
+        train_loss=result.train_loss,
+        steps=result.steps,
+        loss_curve=loss_curve,
+    )
     context.log(
         f"Candidate {candidate.name}: held-out hit@1 {held_candidate.get('hit@1')} "
         f"(production {held_production.get('hit@1')}), hit@5 {held_candidate.get('hit@5')} "
@@ -285,8 +302,9 @@ def _decision_apply(job: Job, context, *, candidate: EmbeddingModelVersion) -> N
     decision = dict(candidate.metrics.get("decision") or {})
     if candidate.status == EmbeddingModelVersion.Status.CANDIDATE:
         if decision.get("promote"):
-            embedding_model_version_promote(version=candidate, parent_job=job,
-                                            triggered_by=job.triggered_by)  # fmt: skip
+            embedding_model_version_promote(
+                version=candidate, parent_job=job, triggered_by=job.triggered_by
+            )
         elif not decision.get("passed"):
             embedding_model_version_reject(version=candidate)
     candidate.refresh_from_db()

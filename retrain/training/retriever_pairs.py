@@ -167,9 +167,12 @@ def retriever_pairs_from_feedback(*, project: Project) -> list[RetrieverPair]:
         if scrub is not None:
             question = scrub(question)
         pair = _pair_for(
-            project=project, interaction=interaction, question=question, answer=answer,
+            project=project,
+            interaction=interaction,
+            question=question,
+            answer=answer,
             index_version=index_version,
-        )  # fmt: skip
+        )
         if pair is not None:
             pairs.append(pair)
     return pairs

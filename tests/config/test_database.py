@@ -37,9 +37,13 @@ def test_migrations_installed_pgvector_and_cosine_search_returns_the_nearest():
         cursor.execute("CREATE INDEX ON probe USING hnsw (embedding vector_cosine_ops)")
         cursor.executemany(
             "INSERT INTO probe VALUES (%s, %s::vector)",
-            [("east", "[1,0,0]"), ("north", "[0,1,0]"), ("up", "[0,0,1]"),
-             ("north-east", "[1,1,0]")],
-        )  # fmt: skip
+            [
+                ("east", "[1,0,0]"),
+                ("north", "[0,1,0]"),
+                ("up", "[0,0,1]"),
+                ("north-east", "[1,1,0]"),
+            ],
+        )
         cursor.execute(
             "SELECT label, embedding <=> %s::vector AS distance FROM probe "
             "ORDER BY embedding <=> %s::vector LIMIT 2",
@@ -55,16 +59,28 @@ def test_migrations_installed_pgvector_and_cosine_search_returns_the_nearest():
     [
         (
             "postgresql://app:s%40cret@db.internal:6543/flywheel?sslmode=require",
-            {"NAME": "flywheel", "USER": "app", "PASSWORD": "s@cret", "HOST": "db.internal",
-             "PORT": "6543", "OPTIONS": {"sslmode": "require"}},
+            {
+                "NAME": "flywheel",
+                "USER": "app",
+                "PASSWORD": "s@cret",
+                "HOST": "db.internal",
+                "PORT": "6543",
+                "OPTIONS": {"sslmode": "require"},
+            },
         ),
         (
             "postgresql://postgres:@/flywheel?host=/srv/var/postgres",
-            {"NAME": "flywheel", "USER": "postgres", "PASSWORD": "", "HOST": "/srv/var/postgres",
-             "PORT": "", "OPTIONS": {}},
+            {
+                "NAME": "flywheel",
+                "USER": "postgres",
+                "PASSWORD": "",
+                "HOST": "/srv/var/postgres",
+                "PORT": "",
+                "OPTIONS": {},
+            },
         ),
     ],
-)  # fmt: skip
+)
 def test_database_url_round_trips_through_django_settings(url, expected):
     config = database_config_from_url(url)
     assert {key: config[key] for key in expected} == expected

@@ -26,9 +26,11 @@ def test_sync_keeps_an_admins_pause_and_removes_tasks_no_longer_declared():
     periodic_tasks_sync(specs=(nightly, hourly))
     PeriodicTask.objects.filter(name="Nightly").update(enabled=False)
     handmade = PeriodicTask.objects.create(
-        name="Made in the admin", task="flywheel.tasks.other", interval=None,
+        name="Made in the admin",
+        task="flywheel.tasks.other",
+        interval=None,
         crontab=PeriodicTask.objects.get(name="Hourly").crontab,
-    )  # fmt: skip
+    )
 
     periodic_tasks_sync(specs=(nightly,))
 

@@ -12,13 +12,26 @@ XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 
 @pytest.fixture
 def hostile_interaction(transactional_db, project):
-    logged = interactions_log_batch(project=project, interactions=[{
-        "messages": [{"role": "user", "content": XSS}], "response": XSS, "model": "gpt-app",
-        "retrieved": [{"title": XSS, "text": XSS, "rank": 1}],
-    }])  # fmt: skip
+    logged = interactions_log_batch(
+        project=project,
+        interactions=[
+            {
+                "messages": [{"role": "user", "content": XSS}],
+                "response": XSS,
+                "model": "gpt-app",
+                "retrieved": [{"title": XSS, "text": XSS, "rank": 1}],
+            }
+        ],
+    )
     interaction = Interaction.objects.get(pk=logged[0].id)
-    rating_submit(interaction=interaction, rater_id="rater-1", source="api", thumb="down",
-                  comment=XSS, correction=XSS)  # fmt: skip
+    rating_submit(
+        interaction=interaction,
+        rater_id="rater-1",
+        source="api",
+        thumb="down",
+        comment=XSS,
+        correction=XSS,
+    )
     return interaction
 
 

@@ -33,8 +33,12 @@ def _at(days_ago: int, hour: int = 12) -> datetime:
 
 
 def _logged(*, question: str, answer: str = "An answer.", **fields) -> dict:
-    return {"messages": [{"role": "user", "content": question}], "response": answer,
-            "model": "gpt-app", **fields}  # fmt: skip
+    return {
+        "messages": [{"role": "user", "content": question}],
+        "response": answer,
+        "model": "gpt-app",
+        **fields,
+    }
 
 
 def _log(project, *items: dict) -> list[Interaction]:
@@ -82,8 +86,13 @@ def stored_key(project):
     return api_key_create(project=project, kind="secret", name="server").api_key
 
 
-READ_PAGES = ["overview", "interactions", "interaction_detail", "interactions_export_csv",
-              "interactions_export_jsonl"]  # fmt: skip
+READ_PAGES = [
+    "overview",
+    "interactions",
+    "interaction_detail",
+    "interactions_export_csv",
+    "interactions_export_jsonl",
+]
 ADMIN_PAGES = ["keys", "key_revoke"]
 
 
@@ -140,8 +149,9 @@ def test_superusers_act_as_admins_of_every_project(client, project, stored_key):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("role, sees_keys", [("viewer", False), ("reviewer", False),
-                                             ("admin", True)])  # fmt: skip
+@pytest.mark.parametrize(
+    "role, sees_keys", [("viewer", False), ("reviewer", False), ("admin", True)]
+)
 def test_only_admins_see_the_api_keys_link(client, project, role, sees_keys):
     _login(client, project, role)
 
@@ -212,17 +222,24 @@ def known_feedback(project):
     )
     _rate(mixed, "rater-1", thumb="up", score=5)
     _rate(mixed, "rater-2", thumb="down", score=2, correction="Better answer.")
-    review_submit(interaction=reviewed, reviewer=reviewer, decision="corrected",
-                  ideal_answer="The ideal answer.")  # fmt: skip
+    review_submit(
+        interaction=reviewed,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="The ideal answer.",
+    )
     _rate(changed, "rater-1", thumb="up")
     _rate(changed, "rater-1", thumb="down")
     review_submit(interaction=changed, reviewer=reviewer, decision="corrected", ideal_answer="x")
     review_submit(interaction=changed, reviewer=reviewer, decision="approved")
     served = interaction_record(
-        project=project, source="chat", messages=[{"role": "user", "content": "Served?"}],
-        query_text="Served?", response="Yes.",
+        project=project,
+        source="chat",
+        messages=[{"role": "user", "content": "Served?"}],
+        query_text="Served?",
+        response="Yes.",
         model_version=model_version_production_ensure(project=project),
-    )  # fmt: skip
+    )
     _rate(served, "rater-1", thumb="up", score=4)
     _rate(too_old, "rater-1", thumb="up", correction="Old correction.")
     _rate(_log(ProjectFactory(), {"question": "Other project?"})[0], thumb="down")
@@ -272,7 +289,10 @@ def test_the_overview_shows_the_last_30_days_by_default(client, project):
 
     days = response.context["chart_data"]["days"]
     assert (days[0], days[-1], len(days)) == (
-        (today - timedelta(days=29)).isoformat(), today.isoformat(), 30)  # fmt: skip
+        (today - timedelta(days=29)).isoformat(),
+        today.isoformat(),
+        30,
+    )
     assert f'value="{today.isoformat()}"' in response.content.decode()
 
 
@@ -311,22 +331,38 @@ def varied(project):
         {"question": "Which keyboard shortcuts exist?", "created_at": _at(4)},
         {"question": "Does sync work offline?", "created_at": _at(3)},
         {"question": "Can I share a notebook?", "created_at": _at(2)},
-        {"question": "What is a refund?", "answer": "Money back for the monthly plan.",
-         "created_at": _at(1)},
-    )  # fmt: skip
+        {
+            "question": "What is a refund?",
+            "answer": "Money back for the monthly plan.",
+            "created_at": _at(1),
+        },
+    )
     _rate(liked, thumb="up")
     _rate(disliked, thumb="down", correction="Press Ctrl+K.")
     _rate(scored, score=3)
-    review_submit(interaction=reviewed, reviewer=reviewer, decision="corrected",
-                  ideal_answer="A refund returns your money.")  # fmt: skip
+    review_submit(
+        interaction=reviewed,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="A refund returns your money.",
+    )
     served = interaction_record(
-        project=project, source="chat", messages=[{"role": "user", "content": "Served?"}],
-        query_text="Served?", response="Served answer.",
+        project=project,
+        source="chat",
+        messages=[{"role": "user", "content": "Served?"}],
+        query_text="Served?",
+        response="Served answer.",
         model_version=model_version_production_ensure(project=project),
         index_version=index_version_ensure_active(project=project),
-    )  # fmt: skip
-    return {"liked": liked, "disliked": disliked, "unrated": unrated, "scored": scored,
-            "reviewed": reviewed, "served": served}  # fmt: skip
+    )
+    return {
+        "liked": liked,
+        "disliked": disliked,
+        "unrated": unrated,
+        "scored": scored,
+        "reviewed": reviewed,
+        "served": served,
+    }
 
 
 @pytest.mark.django_db
@@ -379,8 +415,13 @@ def test_pages_follow_each_other_without_overlap_or_gaps_across_equal_timestamps
     # Seven interactions share each minute, so both page boundaries fall inside a group of
     # equal timestamps.
     start = _at(1)
-    _log(project, *({"question": f"Question {n}", "created_at": start - timedelta(minutes=n // 7)}
-                    for n in range(120)))  # fmt: skip
+    _log(
+        project,
+        *(
+            {"question": f"Question {n}", "created_at": start - timedelta(minutes=n // 7)}
+            for n in range(120)
+        ),
+    )
     expected = list(
         Interaction.objects.filter(project=project)
         .order_by("-created_at", "-id")
@@ -404,8 +445,11 @@ def test_pages_follow_each_other_without_overlap_or_gaps_across_equal_timestamps
 
 @pytest.mark.django_db
 def test_the_next_page_keeps_the_filters(client, project):
-    _log(project, *({"question": f"refund {n}", "created_at": _at(1)} for n in range(55)),
-         *({"question": f"other {n}", "created_at": _at(1)} for n in range(10)))  # fmt: skip
+    _log(
+        project,
+        *({"question": f"refund {n}", "created_at": _at(1)} for n in range(55)),
+        *({"question": f"other {n}", "created_at": _at(1)} for n in range(10)),
+    )
     _login(client, project, "viewer")
 
     first = client.get(_url("interactions", project), {"q": "refund"})
@@ -487,47 +531,96 @@ def test_a_malformed_or_unknown_interaction_id_is_not_found(client, project):
 
 @pytest.mark.django_db
 def test_the_detail_shows_everything_logged_with_ratings_history_and_reviews(client, project):
-    retrieved = [{"title": "Retention", "source_uri": "kb/retention.md", "heading": "The bin",
-                  "text": "Deleted notes stay 30 days.", "score": 0.0328, "rank": 1,
-                  "vector_similarity": 0.8123, "keyword_score": 0.41}]  # fmt: skip
+    retrieved = [
+        {
+            "title": "Retention",
+            "source_uri": "kb/retention.md",
+            "heading": "The bin",
+            "text": "Deleted notes stay 30 days.",
+            "score": 0.0328,
+            "rank": 1,
+            "vector_similarity": 0.8123,
+            "keyword_score": 0.41,
+        }
+    ]
     model_version = model_version_production_ensure(project=project)
     index_version = index_version_ensure_active(project=project)
     interaction = interaction_record(
-        project=project, source="chat", query_text="How long is the bin kept?",
-        messages=[{"role": "system", "content": "Be brief."},
-                  {"role": "user", "content": "How long is the bin kept?"}],
-        response="Thirty days.", retrieved=retrieved, model_version=model_version,
-        index_version=index_version, latency_ms=812, prompt_tokens=301, completion_tokens=7,
+        project=project,
+        source="chat",
+        query_text="How long is the bin kept?",
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "How long is the bin kept?"},
+        ],
+        response="Thirty days.",
+        retrieved=retrieved,
+        model_version=model_version,
+        index_version=index_version,
+        latency_ms=812,
+        prompt_tokens=301,
+        completion_tokens=7,
         metadata={"channel": "web-42"},
-    )  # fmt: skip
+    )
     _rate(interaction, "rater-1", thumb="up", comment="first thoughts")
     _rate(interaction, "rater-1", thumb="down", correction="Thirty days, then purged.")
     reviewer = user_with_role(project, "reviewer")
     review_submit(interaction=interaction, reviewer=reviewer, decision="approved", note="ok")
-    review_submit(interaction=interaction, reviewer=reviewer, decision="corrected",
-                  ideal_answer="Thirty days in the bin.")  # fmt: skip
+    review_submit(
+        interaction=interaction,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="Thirty days in the bin.",
+    )
     _login(client, project, "viewer")
 
     page = client.get(_url("interaction_detail", project, interaction.id)).content.decode()
 
-    for expected in ["Be brief.", "Thirty days.", "Retention", "kb/retention.md", "The bin",
-                     "Deleted notes stay 30 days.", "0.8123", "0.41", "0.0328", "812 ms",
-                     "301 prompt", "7 completion", "web-42", model_version.name,
-                     f"v{index_version.number}", "first thoughts", "Thirty days, then purged.",
-                     "History (2 submissions)", "Thirty days in the bin.", "ok"]:  # fmt: skip
+    for expected in [
+        "Be brief.",
+        "Thirty days.",
+        "Retention",
+        "kb/retention.md",
+        "The bin",
+        "Deleted notes stay 30 days.",
+        "0.8123",
+        "0.41",
+        "0.0328",
+        "812 ms",
+        "301 prompt",
+        "7 completion",
+        "web-42",
+        model_version.name,
+        f"v{index_version.number}",
+        "first thoughts",
+        "Thirty days, then purged.",
+        "History (2 submissions)",
+        "Thirty days in the bin.",
+        "ok",
+    ]:
         assert expected in page, expected
     assert page.index("Corrected: the ideal answer") < page.index("Approved: the answer")
 
 
 @pytest.mark.django_db
 def test_user_text_is_shown_as_text_everywhere(client, project):
-    interaction = _log(project, {
-        "question": XSS, "answer": XSS, "metadata": {"note": XSS},
-        "retrieved": [{"title": XSS, "text": XSS, "source_uri": XSS, "rank": 1}],
-    })[0]  # fmt: skip
+    interaction = _log(
+        project,
+        {
+            "question": XSS,
+            "answer": XSS,
+            "metadata": {"note": XSS},
+            "retrieved": [{"title": XSS, "text": XSS, "source_uri": XSS, "rank": 1}],
+        },
+    )[0]
     _rate(interaction, XSS, thumb="down", comment=XSS, correction=XSS, tags=[XSS])
-    review_submit(interaction=interaction, reviewer=user_with_role(project, "reviewer"),
-                  decision="corrected", ideal_answer=XSS, note=XSS)  # fmt: skip
+    review_submit(
+        interaction=interaction,
+        reviewer=user_with_role(project, "reviewer"),
+        decision="corrected",
+        ideal_answer=XSS,
+        note=XSS,
+    )
     _login(client, project, "viewer")
 
     for url in [_url("interactions", project), _url("interaction_detail", project, interaction.id)]:
@@ -567,11 +660,17 @@ def test_the_csv_export_streams_the_filtered_list_with_formulas_neutralised(clie
     assert (rows[0]["query"], rows[0]["response"]) == ("'-2+3", "'@SUM(A1)")
     assert (rows[1]["query"], rows[1]["response"]) == ('\'=HYPERLINK("http://evil")', "'+1+1")
     assert (rows[1]["thumbs_down"], rows[1]["mean_score"], rows[1]["rating_corrections"]) == (
-        "1", "2.0", "1")  # fmt: skip
+        "1",
+        "2.0",
+        "1",
+    )
     assert rows[1]["model_name"] == "gpt-app"
 
-    everything = list(csv.DictReader(io.StringIO(
-        _body(client.get(_url("interactions_export_csv", project))).decode())))  # fmt: skip
+    everything = list(
+        csv.DictReader(
+            io.StringIO(_body(client.get(_url("interactions_export_csv", project))).decode())
+        )
+    )
     assert len(everything) == 4
     assert everything[1]["query"] == 'Plain, with "quotes"\nand a newline'
 
@@ -586,7 +685,9 @@ def test_the_jsonl_export_holds_each_filtered_interaction_in_full(client, projec
     assert response["Content-Disposition"].endswith('.jsonl"')
     records = [json.loads(line) for line in _body(response).decode().splitlines()]
     assert [record["id"] for record in records] == [
-        str(varied["reviewed"].id), str(varied["disliked"].id)]  # fmt: skip
+        str(varied["reviewed"].id),
+        str(varied["disliked"].id),
+    ]
     reviewed, disliked = records
     assert reviewed["reviews"][0]["decision"] == "corrected"
     assert reviewed["reviews"][0]["ideal_answer"] == "A refund returns your money."
@@ -626,8 +727,12 @@ LOG_ONE = {"interactions": [{"messages": [{"role": "user", "content": "q"}], "re
 
 
 def _log_through_api(client, raw_key):
-    return client.post("/api/v1/interactions", data=json.dumps(LOG_ONE),
-                       content_type="application/json", **bearer(raw_key))  # fmt: skip
+    return client.post(
+        "/api/v1/interactions",
+        data=json.dumps(LOG_ONE),
+        content_type="application/json",
+        **bearer(raw_key),
+    )
 
 
 @pytest.mark.django_db
@@ -678,10 +783,14 @@ def test_key_forms_without_the_csrf_token_are_refused(project, stored_key):
 def test_a_public_key_keeps_its_normalised_origins(client, project):
     _login(client, project, "admin")
 
-    response = client.post(_url("keys", project), {
-        "name": "widget", "kind": "public",
-        "allowed_origins": "https://App.example/\n\n  http://localhost:3000  \n",
-    })  # fmt: skip
+    response = client.post(
+        _url("keys", project),
+        {
+            "name": "widget",
+            "kind": "public",
+            "allowed_origins": "https://App.example/\n\n  http://localhost:3000  \n",
+        },
+    )
 
     assert RAW_KEY.search(response.content.decode()).group().startswith("fw_pk_")
     api_key = ApiKey.objects.get(name="widget")
@@ -695,18 +804,28 @@ def test_a_public_key_keeps_its_normalised_origins(client, project):
         ({"name": "", "kind": "secret"}, "This field is required."),
         ({"name": "w", "kind": "master"}, "Select a valid choice."),
         ({"name": "w", "kind": "public"}, "A public key needs at least one allowed origin"),
-        ({"name": "w", "kind": "public", "allowed_origins": "app.example"},
-         "Not an http(s) origin"),
-        ({"name": "w", "kind": "public", "allowed_origins": "ftp://app.example"},
-         "Not an http(s) origin"),
-        ({"name": "w", "kind": "public", "allowed_origins": "https://app.example/widget"},
-         "Not an http(s) origin"),
-        ({"name": "w", "kind": "public", "allowed_origins": "https://user@app.example"},
-         "Not an http(s) origin"),
-        ({"name": "w", "kind": "secret", "allowed_origins": "https://app.example"},
-         "Secret keys are used from servers and take no origins"),
+        (
+            {"name": "w", "kind": "public", "allowed_origins": "app.example"},
+            "Not an http(s) origin",
+        ),
+        (
+            {"name": "w", "kind": "public", "allowed_origins": "ftp://app.example"},
+            "Not an http(s) origin",
+        ),
+        (
+            {"name": "w", "kind": "public", "allowed_origins": "https://app.example/widget"},
+            "Not an http(s) origin",
+        ),
+        (
+            {"name": "w", "kind": "public", "allowed_origins": "https://user@app.example"},
+            "Not an http(s) origin",
+        ),
+        (
+            {"name": "w", "kind": "secret", "allowed_origins": "https://app.example"},
+            "Secret keys are used from servers and take no origins",
+        ),
     ],
-)  # fmt: skip
+)
 def test_invalid_key_forms_show_errors_and_create_nothing(client, project, fields, message):
     _login(client, project, "admin")
 

@@ -50,8 +50,12 @@ def rated_project(project):
     _thumbs_up(markup)
     rating_submit(interaction=shared_badly, rater_id="u", source="widget", thumb="down")
     rating_submit(interaction=scored, rater_id="u", source="api", score=5)
-    review_submit(interaction=corrected, reviewer=reviewer, decision="corrected",
-                  ideal_answer="Canopy costs 9 euros per user per month.")  # fmt: skip
+    review_submit(
+        interaction=corrected,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="Canopy costs 9 euros per user per month.",
+    )
     curate(project, shared, shared_badly, corrected, markup, scored)
     return project
 
@@ -171,8 +175,9 @@ def test_a_version_of_another_project_or_an_unknown_one_is_not_found(client, ver
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("export_format, split", [("csv", "train"), ("chat", "test"),
-                                                  ("DPO", "all"), ("chat", "Train")])  # fmt: skip
+@pytest.mark.parametrize(
+    "export_format, split", [("csv", "train"), ("chat", "test"), ("DPO", "all"), ("chat", "Train")]
+)
 def test_an_unknown_format_or_split_is_not_found(client, version, export_format, split):
     _login(client, version.project, "viewer")
 
@@ -189,8 +194,7 @@ def test_forms_without_a_csrf_token_are_refused(rated_project):
     refused = client.post(_url("dataset_snapshot", rated_project))
     page = client.get(_url("datasets", rated_project)).content.decode()
     token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
-    accepted = client.post(_url("dataset_snapshot", rated_project),
-                           {"csrfmiddlewaretoken": token})  # fmt: skip
+    accepted = client.post(_url("dataset_snapshot", rated_project), {"csrfmiddlewaretoken": token})
 
     assert refused.status_code == 403
     assert accepted.status_code == 302
@@ -227,8 +231,13 @@ def test_the_policy_page_groups_the_settings_with_their_help(client, project):
 
     page = client.get(_url("policy", project)).content.decode()
 
-    for legend in ("Signals", "Lengths", "Deduplication and split", "Privacy",
-                   "Retraining and promotion"):  # fmt: skip
+    for legend in (
+        "Signals",
+        "Lengths",
+        "Deduplication and split",
+        "Privacy",
+        "Retraining and promotion",
+    ):
         assert f"<legend>{legend}</legend>" in page
     assert "Questions at least this similar" in page
     assert "share of clusters held out for evaluation" in page
@@ -238,8 +247,14 @@ def test_the_policy_page_groups_the_settings_with_their_help(client, project):
 @pytest.mark.django_db
 def test_saving_the_policy_stores_it_and_says_so(client, project):
     _login(client, project, "admin")
-    data = _policy_form(project, include_thumbs_up=False, min_score="", eval_fraction="0.25",
-                        near_duplicate_threshold="1", max_answer_chars="2000")  # fmt: skip
+    data = _policy_form(
+        project,
+        include_thumbs_up=False,
+        min_score="",
+        eval_fraction="0.25",
+        near_duplicate_threshold="1",
+        max_answer_chars="2000",
+    )
 
     response = client.post(_url("policy", project), data, follow=True)
 
@@ -257,16 +272,22 @@ def test_saving_the_policy_stores_it_and_says_so(client, project):
     "changes, field, message",
     [
         ({"near_duplicate_threshold": "0"}, "near_duplicate_threshold", "Must be above 0"),
-        ({"near_duplicate_threshold": "1.5"}, "near_duplicate_threshold",
-         "less than or equal to 1"),
+        (
+            {"near_duplicate_threshold": "1.5"},
+            "near_duplicate_threshold",
+            "less than or equal to 1",
+        ),
         ({"eval_fraction": "0.9"}, "eval_fraction", "less than or equal to 0.5"),
         ({"eval_fraction": "-0.1"}, "eval_fraction", "greater than or equal to 0"),
         ({"min_score": "7"}, "min_score", "less than or equal to 5"),
-        ({"min_answer_chars": "500", "max_answer_chars": "100"}, "min_answer_chars",
-         "Must not exceed the maximum answer length"),
+        (
+            {"min_answer_chars": "500", "max_answer_chars": "100"},
+            "min_answer_chars",
+            "Must not exceed the maximum answer length",
+        ),
         ({"eval_fraction": "a lot"}, "eval_fraction", "Enter a number"),
     ],
-)  # fmt: skip
+)
 def test_bad_policy_values_are_refused_with_a_message_and_nothing_is_saved(
     client, project, changes, field, message
 ):
@@ -380,9 +401,11 @@ def test_the_list_shows_versions_with_counts_changes_and_the_working_state(clien
     state = response.context["working_state"]
     assert (state.totals.included, state.totals.excluded) == (5, 1)
     assert {tally.label: tally.included for tally in state.by_signal} == {
-        "Reviewer's ideal answer": 1, "Thumbs up": 3, "High score": 1,
+        "Reviewer's ideal answer": 1,
+        "Thumbs up": 3,
+        "High score": 1,
         "Thumbs down or low score": 0,
-    }  # fmt: skip
+    }
     assert state.curated_since_latest_version == 0
     assert "Thumbs down or low score" in page
 

@@ -48,28 +48,47 @@ def _messages(response) -> list[str]:
     return [str(message) for message in response.context["messages"]]
 
 
-def _verified(project, question: str, answer: str = "Refunds take 14 days.", *,
-              status=VerifiedAnswer.Status.ACTIVE, status_reason="", days_ago: float = 0,
-              evidence=None) -> VerifiedAnswer:  # fmt: skip
+def _verified(
+    project,
+    question: str,
+    answer: str = "Refunds take 14 days.",
+    *,
+    status=VerifiedAnswer.Status.ACTIVE,
+    status_reason="",
+    days_ago: float = 0,
+    evidence=None,
+) -> VerifiedAnswer:
     """A verified answer made from a corrected interaction of its own."""
     corrected = served(project, question)
     return VerifiedAnswer.objects.create(
-        project=project, interaction=corrected, review_id=corrected.pk.int % 10**9,
-        question=question, answer=answer, evidence=evidence or [], status=status,
-        status_reason=status_reason, question_embedding=QUESTION_VECTOR,
-        embedding_model="test", approved_at=timezone.now() - timedelta(days=days_ago),
-    )  # fmt: skip
+        project=project,
+        interaction=corrected,
+        review_id=corrected.pk.int % 10**9,
+        question=question,
+        answer=answer,
+        evidence=evidence or [],
+        status=status,
+        status_reason=status_reason,
+        question_embedding=QUESTION_VECTOR,
+        embedding_model="test",
+        approved_at=timezone.now() - timedelta(days=days_ago),
+    )
 
 
-def _served_by(verified: VerifiedAnswer, question: str, *, similarity=0.91,
-               answered_from="verified_answer") -> Interaction:  # fmt: skip
+def _served_by(
+    verified: VerifiedAnswer, question: str, *, similarity=0.91, answered_from="verified_answer"
+) -> Interaction:
     match = {} if similarity is None else {"similarity": similarity, "threshold": 0.8}
     return interaction_record(
-        project=verified.project, source=Interaction.Source.CHAT,
-        messages=[{"role": "user", "content": question}], query_text=question,
-        response=verified.answer, answered_from=answered_from, verified_answer=verified,
+        project=verified.project,
+        source=Interaction.Source.CHAT,
+        messages=[{"role": "user", "content": question}],
+        query_text=question,
+        response=verified.answer,
+        answered_from=answered_from,
+        verified_answer=verified,
         metadata={"flywheel": {"verified_match": match}},
-    )  # fmt: skip
+    )
 
 
 def _rows(response) -> list:
@@ -134,8 +153,7 @@ def test_the_list_shows_each_answer_with_the_questions_it_served_and_how_many(cl
     plans = _verified(project, "Which plans are there?", "Free and Pro.", days_ago=1)
     paraphrase = _served_by(refunds, "How can I get my money back?", similarity=0.91)
     false_match = _served_by(refunds, "How do I get an invoice?", similarity=0.873)
-    first_passage = _served_by(refunds, "refund please", similarity=0.95,
-                               answered_from="generated")  # fmt: skip
+    first_passage = _served_by(refunds, "refund please", similarity=0.95, answered_from="generated")
     _login(client, project, "viewer")
 
     response = client.get(_url("verified_answers", project))
@@ -145,8 +163,10 @@ def test_the_list_shows_each_answer_with_the_questions_it_served_and_how_many(cl
     assert [row.served_count for row in rows] == [0, 3]
     served_questions = rows[1].served_latest
     assert [question.interaction_id for question in served_questions] == [
-        first_passage.id, false_match.id, paraphrase.id
-    ]  # fmt: skip
+        first_passage.id,
+        false_match.id,
+        paraphrase.id,
+    ]
     assert [question.similarity for question in served_questions] == [0.95, 0.873, 0.91]
     assert [question.served_verbatim for question in served_questions] == [False, True, True]
     page = response.content.decode()
@@ -214,18 +234,27 @@ def test_the_number_of_queries_does_not_grow_with_the_rows(client, project):
 @pytest.mark.django_db
 def test_the_status_filter_narrows_the_list_and_shows_counts_and_reasons(client, project):
     active = _verified(project, "Active question")
-    stale = _verified(project, "Stale question", status=VerifiedAnswer.Status.STALE,
-                      status_reason="document 4 (docs/billing.md) changed")  # fmt: skip
-    withdrawn = _verified(project, "Withdrawn question", status=VerifiedAnswer.Status.WITHDRAWN,
-                          status_reason="review 9: rejected")  # fmt: skip
+    stale = _verified(
+        project,
+        "Stale question",
+        status=VerifiedAnswer.Status.STALE,
+        status_reason="document 4 (docs/billing.md) changed",
+    )
+    withdrawn = _verified(
+        project,
+        "Withdrawn question",
+        status=VerifiedAnswer.Status.WITHDRAWN,
+        status_reason="review 9: rejected",
+    )
     _login(client, project, "viewer")
 
     by_status = {
-        status: [row.verified_answer for row in _rows(
-            client.get(_url("verified_answers", project), {"status": status})
-        )]
+        status: [
+            row.verified_answer
+            for row in _rows(client.get(_url("verified_answers", project), {"status": status}))
+        ]
         for status in ("", "active", "stale", "withdrawn")
-    }  # fmt: skip
+    }
     page = client.get(_url("verified_answers", project), {"status": "stale"}).content.decode()
 
     assert set(by_status[""]) == {active, stale, withdrawn}
@@ -294,8 +323,14 @@ def test_with_no_verified_answers_the_page_says_where_they_come_from(
 
 @pytest.mark.django_db
 def test_user_text_is_shown_as_text(client, project):
-    verified = _verified(project, XSS, XSS, status=VerifiedAnswer.Status.STALE,
-                         status_reason=XSS, evidence=[{"title": XSS, "text": XSS}])  # fmt: skip
+    verified = _verified(
+        project,
+        XSS,
+        XSS,
+        status=VerifiedAnswer.Status.STALE,
+        status_reason=XSS,
+        evidence=[{"title": XSS, "text": XSS}],
+    )
     _served_by(verified, XSS)
     _login(client, project, "viewer")
 
@@ -312,10 +347,13 @@ def test_user_text_is_shown_as_text(client, project):
 
 def _policy_data(**changes) -> dict:
     data = {
-        "verified_answers": "verbatim", "verified_match_threshold": "",
-        "verified_match_evidence_depth": "5", "calibration_false_match_rate": "0.02",
-        "answer_mode": "generate", "groundedness_threshold": "0.6",
-    }  # fmt: skip
+        "verified_answers": "verbatim",
+        "verified_match_threshold": "",
+        "verified_match_evidence_depth": "5",
+        "calibration_false_match_rate": "0.02",
+        "answer_mode": "generate",
+        "groundedness_threshold": "0.6",
+    }
     return data | changes
 
 
@@ -344,15 +382,19 @@ def test_an_admin_changes_the_policy_and_the_threshold_set_by_hand_is_in_use(cli
 
     response = client.post(
         _url("serving_policy", project),
-        _policy_data(verified_answers="first_passage", verified_match_threshold="0.9",
-                     verified_match_evidence_depth="0", calibration_false_match_rate="0.5",
-                     answer_mode="grounded", groundedness_threshold="1"),
+        _policy_data(
+            verified_answers="first_passage",
+            verified_match_threshold="0.9",
+            verified_match_evidence_depth="0",
+            calibration_false_match_rate="0.5",
+            answer_mode="grounded",
+            groundedness_threshold="1",
+        ),
         follow=True,
-    )  # fmt: skip
+    )
 
     policy = serving_policy_get(project=project)
-    assert response.redirect_chain == [(_url("verified_answers", project) + "#serving-policy",
-                                        302)]  # fmt: skip
+    assert response.redirect_chain == [(_url("verified_answers", project) + "#serving-policy", 302)]
     assert any("Serving policy saved" in message for message in _messages(response))
     assert (policy.verified_answers, policy.answer_mode) == ("first_passage", "grounded")
     assert policy.verified_match_threshold == 0.9
@@ -378,23 +420,37 @@ def test_an_empty_threshold_goes_back_to_the_default_until_calibrated(client, pr
 @pytest.mark.parametrize(
     "changes, field, message",
     [
-        ({"verified_match_threshold": "1.5"}, "verified_match_threshold",
-         "less than or equal to 1"),
-        ({"verified_match_threshold": "-0.1"}, "verified_match_threshold",
-         "greater than or equal to 0"),
+        (
+            {"verified_match_threshold": "1.5"},
+            "verified_match_threshold",
+            "less than or equal to 1",
+        ),
+        (
+            {"verified_match_threshold": "-0.1"},
+            "verified_match_threshold",
+            "greater than or equal to 0",
+        ),
         ({"groundedness_threshold": "2"}, "groundedness_threshold", "less than or equal to 1"),
-        ({"verified_match_evidence_depth": "21"}, "verified_match_evidence_depth",
-         "less than or equal to 20"),
-        ({"verified_match_evidence_depth": "-1"}, "verified_match_evidence_depth",
-         "greater than or equal to 0"),
-        ({"calibration_false_match_rate": "0"}, "calibration_false_match_rate",
-         "Must be above 0"),
-        ({"calibration_false_match_rate": "0.6"}, "calibration_false_match_rate",
-         "less than or equal to 0.5"),
+        (
+            {"verified_match_evidence_depth": "21"},
+            "verified_match_evidence_depth",
+            "less than or equal to 20",
+        ),
+        (
+            {"verified_match_evidence_depth": "-1"},
+            "verified_match_evidence_depth",
+            "greater than or equal to 0",
+        ),
+        ({"calibration_false_match_rate": "0"}, "calibration_false_match_rate", "Must be above 0"),
+        (
+            {"calibration_false_match_rate": "0.6"},
+            "calibration_false_match_rate",
+            "less than or equal to 0.5",
+        ),
         ({"verified_match_threshold": "nan"}, "verified_match_threshold", "Enter a number"),
         ({"answer_mode": "guess"}, "answer_mode", "Select a valid choice"),
     ],
-)  # fmt: skip
+)
 def test_bad_policy_values_are_refused_with_a_message_and_nothing_is_saved(
     client, project, changes, field, message
 ):
@@ -415,12 +471,15 @@ def test_bad_policy_values_are_refused_with_a_message_and_nothing_is_saved(
 @pytest.mark.parametrize(
     "fields",
     [
-        {"verified_match_threshold": 1.01}, {"groundedness_threshold": float("nan")},
-        {"verified_match_evidence_depth": 2.5}, {"verified_match_evidence_depth": True},
-        {"calibration_false_match_rate": 0}, {"answer_mode": "guess"},
+        {"verified_match_threshold": 1.01},
+        {"groundedness_threshold": float("nan")},
+        {"verified_match_evidence_depth": 2.5},
+        {"verified_match_evidence_depth": True},
+        {"calibration_false_match_rate": 0},
+        {"answer_mode": "guess"},
         {"calibrated_threshold": 0.5},
     ],
-)  # fmt: skip
+)
 def test_the_service_refuses_what_the_form_refuses(project, fields):
     stored = ServingPolicy.objects.values().get(pk=serving_policy_get(project=project).pk)
 
@@ -471,8 +530,12 @@ def test_a_calibration_on_too_few_answers_says_the_default_applies(client, proje
 def test_a_calibration_made_for_another_false_match_rate_is_flagged(client, project):
     policy = serving_policy_get(project=project)
     policy.calibrated_threshold = 0.83
-    policy.calibration = {"questions": 9, "false_match_rate": 0.02, "threshold": 0.83,
-                          "measured_at": timezone.now().isoformat()}  # fmt: skip
+    policy.calibration = {
+        "questions": 9,
+        "false_match_rate": 0.02,
+        "threshold": 0.83,
+        "measured_at": timezone.now().isoformat(),
+    }
     policy.save()
     serving_policy_update(project=project, calibration_false_match_rate=0.1)
     _login(client, project, "viewer")
@@ -505,10 +568,13 @@ def test_an_interaction_answered_by_a_verified_answer_links_to_it(client, projec
 @pytest.mark.django_db
 def test_a_generated_answer_says_so(client, project):
     interaction = interaction_record(
-        project=project, source=Interaction.Source.CHAT,
-        messages=[{"role": "user", "content": "Hi"}], query_text="Hi", response="Hello.",
+        project=project,
+        source=Interaction.Source.CHAT,
+        messages=[{"role": "user", "content": "Hi"}],
+        query_text="Hi",
+        response="Hello.",
         answered_from=Interaction.AnsweredFrom.GENERATED,
-    )  # fmt: skip
+    )
     _login(client, project, "viewer")
 
     page = client.get(_url("interaction_detail", project, interaction.id)).content.decode()
@@ -534,7 +600,7 @@ def test_the_admin_lists_and_shows_the_new_models(client, project):
         + f"?status=active&project__id__exact={project.pk}",
         reverse("admin:flywheel_verifiedanswer_change", args=[verified.pk]),
         reverse("admin:flywheel_embeddingmodelversion_changelist"),
-    ]  # fmt: skip
+    ]
 
     for url in pages:
         assert client.get(url).status_code == 200, url
@@ -562,18 +628,36 @@ def test_the_admin_refuses_a_bad_policy_and_saves_a_good_one(client, project):
 
 
 def test_the_page_in_a_browser(signed_in_page, live_server, project):
-    passage = {"title": "Notes", "heading": "Notes > Bin", "source_uri": "docs/notes.md",
-               "text": "Deleted notes stay in the bin for 45 days."}  # fmt: skip
-    verified = _verified(project, "How long are deleted notes kept in the bin?",
-                         "Deleted notes stay in the bin for 45 days, then they are gone for good.",
-                         evidence=[passage])  # fmt: skip
+    passage = {
+        "title": "Notes",
+        "heading": "Notes > Bin",
+        "source_uri": "docs/notes.md",
+        "text": "Deleted notes stay in the bin for 45 days.",
+    }
+    verified = _verified(
+        project,
+        "How long are deleted notes kept in the bin?",
+        "Deleted notes stay in the bin for 45 days, then they are gone for good.",
+        evidence=[passage],
+    )
     _served_by(verified, "How long do deleted notes stay in the bin?", similarity=0.912)
     _served_by(verified, "How long is a shared shelf kept?", similarity=0.81)
-    _verified(project, XSS, XSS, status=VerifiedAnswer.Status.STALE,
-              status_reason="document 3 (docs/billing.md) changed", days_ago=1)  # fmt: skip
-    _verified(project, "Which plans are there?", "Free and Pro.", days_ago=3,
-              status=VerifiedAnswer.Status.WITHDRAWN,
-              status_reason="review 12: rejected")  # fmt: skip
+    _verified(
+        project,
+        XSS,
+        XSS,
+        status=VerifiedAnswer.Status.STALE,
+        status_reason="document 3 (docs/billing.md) changed",
+        days_ago=1,
+    )
+    _verified(
+        project,
+        "Which plans are there?",
+        "Free and Pro.",
+        days_ago=3,
+        status=VerifiedAnswer.Status.WITHDRAWN,
+        status_reason="review 12: rejected",
+    )
     page = signed_in_page
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
@@ -590,11 +674,17 @@ def test_the_page_in_a_browser(signed_in_page, live_server, project):
     page.screenshot(path=str(SCREENSHOTS / "verified_answers_viewer.png"), full_page=True)
 
     ProjectMembership.objects.filter(project=project).update(role="admin")
-    ServingPolicy.objects.filter(project=project).update(calibrated_threshold=0.8312, calibration={
-        "questions": 40, "false_match_rate": 0.02, "threshold": 0.8312,
-        "closest_other_similarity": {"p50": 0.61, "p90": 0.77, "max": 0.83},
-        "embedding_model": "/models/retriever-v2", "measured_at": timezone.now().isoformat(),
-    })  # fmt: skip
+    ServingPolicy.objects.filter(project=project).update(
+        calibrated_threshold=0.8312,
+        calibration={
+            "questions": 40,
+            "false_match_rate": 0.02,
+            "threshold": 0.8312,
+            "closest_other_similarity": {"p50": 0.61, "p90": 0.77, "max": 0.83},
+            "embedding_model": "/models/retriever-v2",
+            "measured_at": timezone.now().isoformat(),
+        },
+    )
     page.reload()
     assert "The calibration no longer fits" in page.locator("#serving-policy").inner_text()
     page.select_option("select[name=status]", "stale")

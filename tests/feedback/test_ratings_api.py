@@ -26,8 +26,13 @@ def interaction(project):
 
 
 def _rate(client, key, body, **headers):
-    return client.post("/api/v1/ratings", data=json.dumps(body, default=str),
-                       content_type="application/json", **bearer(key), **headers)  # fmt: skip
+    return client.post(
+        "/api/v1/ratings",
+        data=json.dumps(body, default=str),
+        content_type="application/json",
+        **bearer(key),
+        **headers,
+    )
 
 
 @pytest.mark.django_db
@@ -58,8 +63,11 @@ def test_a_new_rating_by_the_same_rater_replaces_the_old_and_history_is_kept(
 ):
     _rate(client, secret_key, {"interaction_id": interaction, "rater_id": "u1", "thumb": "up"})
     _rate(client, secret_key, {"interaction_id": interaction, "rater_id": "u2", "score": 5})
-    _rate(client, secret_key, {"interaction_id": interaction, "rater_id": "u1", "thumb": "down",
-                               "correction": "Better."})  # fmt: skip
+    _rate(
+        client,
+        secret_key,
+        {"interaction_id": interaction, "rater_id": "u1", "thumb": "down", "correction": "Better."},
+    )
 
     current = {rating.rater_id: rating for rating in Rating.objects.all()}
     assert set(current) == {"u1", "u2"}
@@ -80,8 +88,9 @@ def test_a_new_rating_by_the_same_rater_replaces_the_old_and_history_is_kept(
         ({"rater_id": "u1", "thumb": "up", "tags": ["x" * 51]}, "tags.0"),
     ],
 )
-def test_invalid_ratings_get_400_and_nothing_is_stored(client, secret_key, interaction, body,
-                                                       param):  # fmt: skip
+def test_invalid_ratings_get_400_and_nothing_is_stored(
+    client, secret_key, interaction, body, param
+):
     if param != "interaction_id":
         body = {"interaction_id": interaction} | body
 
@@ -96,18 +105,21 @@ def test_invalid_ratings_get_400_and_nothing_is_stored(client, secret_key, inter
 
 
 @pytest.mark.django_db
-def test_a_batch_is_all_or_nothing_and_only_for_the_keys_project(client, secret_key,
-                                                                interaction):  # fmt: skip
+def test_a_batch_is_all_or_nothing_and_only_for_the_keys_project(client, secret_key, interaction):
     other_project_interaction = interactions_log_batch(
         project=ProjectFactory(),
         interactions=[{"messages": [{"role": "user", "content": "q"}], "response": "a"}],
     )[0].id
     good = {"interaction_id": interaction, "rater_id": "u1", "thumb": "up"}
 
-    foreign = _rate(client, secret_key, {"ratings": [good, good | {
-        "interaction_id": other_project_interaction}]})  # fmt: skip
-    unknown = _rate(client, secret_key, {"interaction_id": uuid.uuid4(), "rater_id": "u",
-                                         "thumb": "up"})  # fmt: skip
+    foreign = _rate(
+        client,
+        secret_key,
+        {"ratings": [good, good | {"interaction_id": other_project_interaction}]},
+    )
+    unknown = _rate(
+        client, secret_key, {"interaction_id": uuid.uuid4(), "rater_id": "u", "thumb": "up"}
+    )
     batch = _rate(client, secret_key, {"ratings": [good, good | {"rater_id": "u2"}]})
 
     assert foreign.status_code == unknown.status_code == 404
@@ -155,19 +167,24 @@ def test_cors_preflight_is_answered_only_for_allowed_origins(client, public_key)
 def test_a_revoked_public_key_no_longer_opens_cors(client, project, interaction):
     from flywheel.services import api_key_revoke
 
-    created = api_key_create(project=project, kind="public", name="old",
-                             allowed_origins=["https://old.example"])  # fmt: skip
+    created = api_key_create(
+        project=project, kind="public", name="old", allowed_origins=["https://old.example"]
+    )
     api_key_revoke(api_key=created.api_key)
 
-    response = client.options("/api/v1/ratings", HTTP_ORIGIN="https://old.example",
-                              HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST")  # fmt: skip
+    response = client.options(
+        "/api/v1/ratings",
+        HTTP_ORIGIN="https://old.example",
+        HTTP_ACCESS_CONTROL_REQUEST_METHOD="POST",
+    )
 
     assert response.status_code == 403
 
 
 @pytest.mark.django_db
-def test_ratings_beyond_the_limit_get_429_with_retry_after(client, secret_key, interaction,
-                                                           settings):  # fmt: skip
+def test_ratings_beyond_the_limit_get_429_with_retry_after(
+    client, secret_key, interaction, settings
+):
     settings.FLYWHEEL_RATING_RATE_LIMIT = 2
     body = {"interaction_id": interaction, "rater_id": "u1", "thumb": "up"}
 
@@ -184,13 +201,15 @@ def test_ratings_beyond_the_limit_get_429_with_retry_after(client, secret_key, i
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_feedback_hook_fires_only_after_the_rating_is_committed(client, secret_key,
-                                                                   interaction):  # fmt: skip
+def test_the_feedback_hook_fires_only_after_the_rating_is_committed(
+    client, secret_key, interaction
+):
     seen = []
 
     def receiver(sender, interaction_id, kind, **kwargs):
-        seen.append((interaction_id, kind, Rating.objects.filter(
-            interaction_id=interaction_id).exists()))  # fmt: skip
+        seen.append(
+            (interaction_id, kind, Rating.objects.filter(interaction_id=interaction_id).exists())
+        )
 
     feedback_recorded.connect(receiver)
     try:

@@ -195,10 +195,15 @@ def test_reviewers_draining_the_queue_together_get_and_review_each_item_once():
     # under the row lock, most runs of this test handed an item or two to two reviewers.
     project = ProjectFactory()
     items = Interaction.objects.bulk_create(
-        Interaction(project=project, source=Interaction.Source.LOG, query_text=f"q{n}",
-                    response="a", created_at=timezone.now())
+        Interaction(
+            project=project,
+            source=Interaction.Source.LOG,
+            query_text=f"q{n}",
+            response="a",
+            created_at=timezone.now(),
+        )
         for n in range(60)
-    )  # fmt: skip
+    )
     Rating.objects.bulk_create(
         Rating(interaction=item, rater_id="end-user", source="api", thumb="down") for item in items
     )
@@ -282,10 +287,15 @@ def test_the_page_shows_the_conversation_answer_passages_ratings_and_why_it_is_q
             {"role": "user", "content": "How do I reset my password?"},
         ],
         retrieved=[
-            {"title": "Account help", "heading": "Passwords", "score": 0.8731,
-             "text": "Use the reset link on the sign-in page.", "rank": 1},
+            {
+                "title": "Account help",
+                "heading": "Passwords",
+                "score": 0.8731,
+                "text": "Use the reset link on the sign-in page.",
+                "rank": 1,
+            },
         ],
-    )  # fmt: skip
+    )
     _rate(item, thumb="down", score=2, comment="Too vague", correction="Open Settings > Reset.")
 
     page = _logged_in(client, reviewer).get(_queue_url(project))
@@ -293,10 +303,18 @@ def test_the_page_shows_the_conversation_answer_passages_ratings_and_why_it_is_q
     assert page.status_code == 200
     html = page.content.decode()
     for shown in [
-        "How do I reset my password?", "Be brief.", "Click &#x27;Forgot password&#x27;.",
-        "Account help", "Passwords", "0.873", "Use the reset link on the sign-in page.",
-        "Too vague", "Open Settings &gt; Reset.", "2/5", "thumbs-down or suggested a correction",
-    ]:  # fmt: skip
+        "How do I reset my password?",
+        "Be brief.",
+        "Click &#x27;Forgot password&#x27;.",
+        "Account help",
+        "Passwords",
+        "0.873",
+        "Use the reset link on the sign-in page.",
+        "Too vague",
+        "Open Settings &gt; Reset.",
+        "2/5",
+        "thumbs-down or suggested a correction",
+    ]:
         assert shown in html, shown
     # The editor starts from the end user's correction.
     assert page.context["form"]["ideal_answer"].value() == "Open Settings > Reset."
@@ -322,8 +340,12 @@ def test_the_reason_names_a_low_score_or_the_sample(client, project, reviewer, s
 @pytest.mark.django_db
 def test_user_text_is_shown_as_text_never_as_markup(client, project, reviewer):
     attack = "<script>alert(1)</script>"
-    item = _interaction(project, f"Q {attack}", answer=f"A {attack}",
-                        retrieved=[{"title": attack, "text": attack, "score": 0.5}])  # fmt: skip
+    item = _interaction(
+        project,
+        f"Q {attack}",
+        answer=f"A {attack}",
+        retrieved=[{"title": attack, "text": attack, "score": 0.5}],
+    )
     _rate(item, thumb="down", comment=attack, correction=f"C {attack}")
 
     html = _logged_in(client, reviewer).get(_queue_url(project)).content.decode()
@@ -337,10 +359,13 @@ def test_user_text_is_shown_as_text_never_as_markup(client, project, reviewer):
     [
         ({"decision": "approved"}, "approved", ""),
         ({"decision": "rejected"}, "rejected", ""),
-        ({"decision": "corrected", "ideal_answer": "  The ideal answer.  "}, "corrected",
-         "The ideal answer."),
+        (
+            {"decision": "corrected", "ideal_answer": "  The ideal answer.  "},
+            "corrected",
+            "The ideal answer.",
+        ),
     ],
-)  # fmt: skip
+)
 @pytest.mark.parametrize("with_htmx", [True, False], ids=["htmx", "plain-form"])
 @pytest.mark.django_db
 def test_a_decision_is_stored_and_the_next_item_follows(

@@ -121,8 +121,11 @@ def test_a_keyboard_user_rates_an_answer_from_another_origin(
     live_server, page, host_site, project, answer
 ):
     key = public_key_for(project, host_site.origin)
-    page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk],
-                                        rater_id="app-user-7")))  # fmt: skip
+    page.goto(
+        host_site.serve(
+            host_page(live_server, key=key, interaction_ids=[answer.pk], rater_id="app-user-7")
+        )
+    )
     helpful = page.get_by_role("button", name="Helpful", exact=True)
     not_helpful = page.get_by_role("button", name="Not helpful")
     expect(not_helpful).to_be_visible()  # the host page's CSS does not reach it
@@ -151,9 +154,12 @@ def test_a_keyboard_user_rates_an_answer_from_another_origin(
     expect(page.get_by_role("status")).to_have_text(SENT)
     rating = Rating.objects.get(interaction=answer)
     assert (rating.thumb, rating.comment, rating.correction, rating.source, rating.rater_id) == (
-        "down", "Too vague.", "Thirty days, then they are deleted for good.",
-        RatingSource.WIDGET, "app-user-7",
-    )  # fmt: skip
+        "down",
+        "Too vague.",
+        "Thirty days, then they are deleted for good.",
+        RatingSource.WIDGET,
+        "app-user-7",
+    )
 
 
 def test_a_rating_made_offline_is_sent_when_the_browser_is_back_online(
@@ -250,17 +256,23 @@ def test_the_javascript_api_with_calls_queued_before_load_and_answers_added_late
     live_server, page, host_site, project, answer
 ):
     later_answer = interaction_record(
-        project=project, source=Interaction.Source.LOG, query_text="And then?",
-        messages=[{"role": "user", "content": "And then?"}], response="They are gone.",
-    )  # fmt: skip
+        project=project,
+        source=Interaction.Source.LOG,
+        query_text="And then?",
+        messages=[{"role": "user", "content": "And then?"}],
+        response="They are gone.",
+    )
     queued_calls = f"""<script>
 window.Flywheel = window.Flywheel || {{q: []}};
 Flywheel.q.push(["setRater", "app-user-9"]);
 Flywheel.q.push(["rate", {{interactionId: "{answer.pk}", score: 4, tags: ["queued"]}}]);
 </script>"""
     key = public_key_for(project, host_site.origin)
-    page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[],
-                                        before_script=queued_calls)))  # fmt: skip
+    page.goto(
+        host_site.serve(
+            host_page(live_server, key=key, interaction_ids=[], before_script=queued_calls)
+        )
+    )
 
     [queued_rating] = wait_for(
         lambda: ratings_of(answer),
@@ -268,8 +280,10 @@ Flywheel.q.push(["rate", {{interactionId: "{answer.pk}", score: 4, tags: ["queue
         deadline_seconds=DELIVERY_DEADLINE_SECONDS,
     )
     assert (queued_rating.rater_id, queued_rating.score, queued_rating.tags) == (
-        "app-user-9", 4, ["queued"],
-    )  # fmt: skip
+        "app-user-9",
+        4,
+        ["queued"],
+    )
 
     page.evaluate(
         """id => { const answer = document.createElement("div");

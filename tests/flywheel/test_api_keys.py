@@ -17,8 +17,9 @@ LOG = {"interactions": [{"messages": [{"role": "user", "content": "q"}], "respon
 @pytest.mark.django_db
 def test_only_the_hash_of_a_key_is_stored_and_the_prefix_tells_its_kind(project):
     secret = api_key_create(project=project, kind="secret", name="server")
-    public = api_key_create(project=project, kind="public", name="widget",
-                            allowed_origins=["https://App.example/"])  # fmt: skip
+    public = api_key_create(
+        project=project, kind="public", name="widget", allowed_origins=["https://App.example/"]
+    )
 
     assert secret.raw_key.startswith("fw_sk_") and public.raw_key.startswith("fw_pk_")
     stored = ApiKey.objects.get(pk=secret.api_key.pk)
@@ -68,8 +69,12 @@ def test_a_successful_call_records_the_keys_last_use(client, project, secret_key
     key = ApiKey.objects.get(key_hash=ApiKey.hash_key(secret_key))
     assert key.last_used_at is None
 
-    client.post("/api/v1/interactions", data=json.dumps(LOG), content_type="application/json",
-                **bearer(secret_key))  # fmt: skip
+    client.post(
+        "/api/v1/interactions",
+        data=json.dumps(LOG),
+        content_type="application/json",
+        **bearer(secret_key),
+    )
 
     key.refresh_from_db()
     assert key.last_used_at is not None
@@ -80,7 +85,11 @@ def test_the_management_command_prints_a_working_key(client, project, capsys):
     call_command("create_api_key", project=project.slug, name="cli", kind="secret")
     raw_key = capsys.readouterr().out.strip()
 
-    response = client.post("/api/v1/interactions", data=json.dumps(LOG),
-                           content_type="application/json", **bearer(raw_key))  # fmt: skip
+    response = client.post(
+        "/api/v1/interactions",
+        data=json.dumps(LOG),
+        content_type="application/json",
+        **bearer(raw_key),
+    )
 
     assert response.status_code == 201

@@ -33,9 +33,11 @@ def test_the_openai_client_gets_a_grounded_answer_and_the_call_is_logged(
     openai_client, demo_project
 ):
     raw = openai_client.chat.completions.with_raw_response.create(
-        model="flywheel", messages=[{"role": "user", "content": QUESTION}], max_tokens=40,
+        model="flywheel",
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=40,
         user="end-user-42",
-    )  # fmt: skip
+    )
     completion = raw.parse()
 
     answer = completion.choices[0].message.content
@@ -60,15 +62,21 @@ def test_the_openai_client_gets_a_grounded_answer_and_the_call_is_logged(
     assert first["index_version_id"] == logged.index_version_id and first["score"] > 0
     assert logged.prompt_tokens == completion.usage.prompt_tokens
     assert logged.latency_ms > 0
-    assert set(logged.metadata["flywheel"]["timings_ms"]) >= {"embed_ms", "retrieve_ms",
-                                                              "generate_ms"}  # fmt: skip
+    assert set(logged.metadata["flywheel"]["timings_ms"]) >= {
+        "embed_ms",
+        "retrieve_ms",
+        "generate_ms",
+    }
 
 
 def test_streaming_with_the_openai_client_delivers_the_logged_answer(openai_client):
     stream = openai_client.chat.completions.create(
-        model="flywheel", messages=[{"role": "user", "content": QUESTION}], max_tokens=40,
-        stream=True, stream_options={"include_usage": True},
-    )  # fmt: skip
+        model="flywheel",
+        messages=[{"role": "user", "content": QUESTION}],
+        max_tokens=40,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
     pieces, finish_reasons, extension, usage = [], [], None, None
     for chunk in stream:
         usage = chunk.usage or usage
@@ -87,9 +95,11 @@ def test_streaming_with_the_openai_client_delivers_the_logged_answer(openai_clie
 
 def test_rag_can_be_switched_off_per_request(openai_client):
     completion = openai_client.chat.completions.create(
-        model="flywheel", messages=[{"role": "user", "content": "Say hi."}], max_tokens=8,
+        model="flywheel",
+        messages=[{"role": "user", "content": "Say hi."}],
+        max_tokens=8,
         extra_body={"flywheel": {"rag": False, "metadata": {"experiment": "no-rag"}}},
-    )  # fmt: skip
+    )
 
     logged = Interaction.objects.get(pk=completion.model_extra["flywheel"]["interaction_id"])
     assert logged.retrieved == [] and logged.index_version is None
@@ -101,8 +111,7 @@ def test_the_openai_client_sees_our_errors_as_its_own(openai_client, live_server
         openai_client.chat.completions.create(model="flywheel", messages=[], max_tokens=8)
     assert bad_request.value.body["param"] == "messages"
 
-    revoked = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="fw_sk_nope",
-                            max_retries=0)  # fmt: skip
+    revoked = openai.OpenAI(base_url=f"{live_server.url}/v1", api_key="fw_sk_nope", max_retries=0)
     with pytest.raises(openai.AuthenticationError):
         revoked.chat.completions.create(
             model="flywheel", messages=[{"role": "user", "content": "hi"}]
@@ -119,12 +128,14 @@ def test_a_project_can_be_served_by_a_remote_openai_compatible_server(
     settings.FLYWHEEL_REMOTE_API_KEY = upstream_key
     proxy = ProjectFactory(
         generation_backend=GenerationBackend.OPENAI,
-        remote_base_url=f"{live_server.url}/v1", remote_model="upstream-model",
-    )  # fmt: skip
+        remote_base_url=f"{live_server.url}/v1",
+        remote_model="upstream-model",
+    )
     proxy_client = openai.OpenAI(
-        base_url=f"{live_server.url}/v1", max_retries=0,
+        base_url=f"{live_server.url}/v1",
+        max_retries=0,
         api_key=api_key_create(project=proxy, kind="secret", name="app").raw_key,
-    )  # fmt: skip
+    )
     messages = [{"role": "user", "content": QUESTION}]
 
     plain = proxy_client.chat.completions.create(model="x", messages=messages, max_tokens=40)
@@ -151,23 +162,35 @@ def test_a_project_can_be_served_by_a_remote_openai_compatible_server(
         ("{not json", 400, "invalid_json"),
         (json.dumps({"messages": "hi"}), 400, "invalid_request"),
         (json.dumps({"messages": [{"role": "user", "content": 42}]}), 400, "invalid_request"),
-        (json.dumps({"messages": [{"role": "assistant", "content": "x"}]}), 400,
-         "invalid_request"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 2}), 400,
-         "invalid_request"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}), 400,
-         "invalid_request"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
-         400, "invalid_request"),
-        (json.dumps({"messages": [{"role": "user", "content": "x"}],
-                     "flywheel": {"top_k": 0}}), 400, "invalid_request"),
+        (json.dumps({"messages": [{"role": "assistant", "content": "x"}]}), 400, "invalid_request"),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 2}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}),
+            400,
+            "invalid_request",
+        ),
+        (
+            json.dumps({"messages": [{"role": "user", "content": "x"}], "flywheel": {"top_k": 0}}),
+            400,
+            "invalid_request",
+        ),
     ],
-)  # fmt: skip
+)
 def test_malformed_chat_requests_get_a_json_400_and_nothing_is_logged(
     client, secret_key, body, status, code
 ):
-    response = client.post("/v1/chat/completions", data=body, content_type="application/json",
-                           **bearer(secret_key))  # fmt: skip
+    response = client.post(
+        "/v1/chat/completions", data=body, content_type="application/json", **bearer(secret_key)
+    )
 
     assert response.status_code == status
     assert response.json()["error"]["code"] == code
@@ -179,9 +202,12 @@ def test_bodies_over_the_limit_get_413_and_nothing_is_stored(client, secret_key,
     settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
     interactions = [{"messages": [{"role": "user", "content": "q" * 3000}], "response": "a"}]
 
-    response = client.post("/api/v1/interactions",
-                           data=json.dumps({"interactions": interactions}),
-                           content_type="application/json", **bearer(secret_key))  # fmt: skip
+    response = client.post(
+        "/api/v1/interactions",
+        data=json.dumps({"interactions": interactions}),
+        content_type="application/json",
+        **bearer(secret_key),
+    )
 
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
@@ -190,6 +216,10 @@ def test_bodies_over_the_limit_get_413_and_nothing_is_stored(client, secret_key,
 
 def test_the_openapi_documentation_lists_every_endpoint(client):
     schema = client.get("/api/openapi.json").json()
-    assert {"/v1/chat/completions", "/api/v1/documents", "/api/v1/interactions",
-            "/api/v1/interactions/{interaction_id}"} <= set(schema["paths"])  # fmt: skip
+    assert {
+        "/v1/chat/completions",
+        "/api/v1/documents",
+        "/api/v1/interactions",
+        "/api/v1/interactions/{interaction_id}",
+    } <= set(schema["paths"])
     assert client.get("/api/docs").status_code == 200

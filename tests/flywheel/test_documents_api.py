@@ -44,12 +44,16 @@ def test_documents_are_indexed_by_the_worker_and_unchanged_ones_are_a_no_op(
 
     state = wait_for(
         lambda: _indexed(client, secret_key, result["id"]),
-        what="the worker indexing the document", deadline_seconds=60,
-    )  # fmt: skip
+        what="the worker indexing the document",
+        deadline_seconds=60,
+    )
     assert state["chunks"] >= 1
     first_chunks = set(Chunk.objects.filter(document_id=result["id"]).values_list("pk", flat=True))
-    found = retrieve(project=project, query="How long is the export link valid?",
-                     options=RetrievalOptions(top_k=1))  # fmt: skip
+    found = retrieve(
+        project=project,
+        query="How long is the export link valid?",
+        options=RetrievalOptions(top_k=1),
+    )
     assert found.chunks[0].source_uri == "guides/export.md"
     assert found.chunks[0].heading == "Exporting > Whole workspace"
 
@@ -61,8 +65,9 @@ def test_documents_are_indexed_by_the_worker_and_unchanged_ones_are_a_no_op(
     assert changed.json()["documents"][0]["outcome"] == "updated"
     wait_for(
         lambda: _indexed(client, secret_key, result["id"]),
-        what="the worker re-indexing the changed document", deadline_seconds=60,
-    )  # fmt: skip
+        what="the worker re-indexing the changed document",
+        deadline_seconds=60,
+    )
     new_chunks = list(Chunk.objects.filter(document_id=result["id"]))
     assert {chunk.pk for chunk in new_chunks}.isdisjoint(first_chunks)
     assert [chunk.text for chunk in new_chunks] == ["Exports are CSV."]
@@ -73,15 +78,19 @@ def test_the_sweeper_indexes_documents_whose_task_was_lost(project, celery_worke
     from flywheel.services import document_upsert
 
     lost = document_upsert(
-        project=project, source_uri="lost.md", title="Lost", content="Never queued.",
+        project=project,
+        source_uri="lost.md",
+        title="Lost",
+        content="Never queued.",
         content_type="markdown",
-    ).document  # fmt: skip
+    ).document
 
     assert documents_index_stale.delay().get(timeout=30) == 1
     wait_for(
         lambda: Document.objects.get(pk=lost.pk).indexed_hash == lost.content_hash,
-        what="the swept document being indexed", deadline_seconds=60,
-    )  # fmt: skip
+        what="the swept document being indexed",
+        deadline_seconds=60,
+    )
 
 
 @pytest.mark.django_db
@@ -113,9 +122,13 @@ def test_documents_of_another_project_are_not_found(client, secret_key):
     from tests.factories import ProjectFactory
 
     other = Document.objects.create(
-        project=ProjectFactory(), title="Theirs", source_uri="x.md", content="x",
-        content_type="markdown", content_hash="0",
-    )  # fmt: skip
+        project=ProjectFactory(),
+        title="Theirs",
+        source_uri="x.md",
+        content="x",
+        content_type="markdown",
+        content_hash="0",
+    )
     response = client.get(f"/api/v1/documents/{other.pk}", **bearer(secret_key))
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"

@@ -12,8 +12,11 @@ from flywheel.models import ModelVersion
 from flywheel.services.model_versions import model_version_production_ensure
 from tests.conftest import bearer
 
-PROMPT = {"messages": [{"role": "user", "content": "Name a colour."}], "max_tokens": 12,
-          "flywheel": {"rag": False}}  # fmt: skip
+PROMPT = {
+    "messages": [{"role": "user", "content": "Name a colour."}],
+    "max_tokens": 12,
+    "flywheel": {"rag": False},
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +28,9 @@ def random_adapter(tmp_path_factory):
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(base_model_path()))
-    config = LoraConfig(r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"],
-                        init_lora_weights=False)  # fmt: skip
+    config = LoraConfig(
+        r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
+    )
     folder = tmp_path_factory.mktemp("adapter") / "random"
     get_peft_model(base, config).save_pretrained(folder)
     return folder
@@ -39,8 +43,12 @@ def _production(project, version: ModelVersion) -> None:
 
 
 def _ask(client, key) -> dict:
-    response = client.post("/v1/chat/completions", data=json.dumps(PROMPT),
-                           content_type="application/json", **bearer(key))  # fmt: skip
+    response = client.post(
+        "/v1/chat/completions",
+        data=json.dumps(PROMPT),
+        content_type="application/json",
+        **bearer(key),
+    )
     assert response.status_code == 200, response.content
     return response.json()
 
@@ -62,8 +70,12 @@ def test_promoting_an_adapter_changes_the_next_answer_and_rolling_back_restores_
 
     assert with_adapter["flywheel"]["model_version"]["name"] == "lora-1"
     assert with_adapter["model"] == "lora-1"
-    assert with_adapter["choices"][0]["message"]["content"] != (
-        before["choices"][0]["message"]["content"])  # fmt: skip
+    assert (
+        with_adapter["choices"][0]["message"]["content"]
+        != (before["choices"][0]["message"]["content"])
+    )
     assert after_rollback["flywheel"]["model_version"]["name"] == "base"
-    assert after_rollback["choices"][0]["message"]["content"] == (
-        before["choices"][0]["message"]["content"])  # fmt: skip
+    assert (
+        after_rollback["choices"][0]["message"]["content"]
+        == (before["choices"][0]["message"]["content"])
+    )

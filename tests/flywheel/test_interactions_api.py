@@ -14,19 +14,29 @@ from tests.factories import ProjectFactory
 def _interaction(n: int, **overrides) -> dict:
     return {
         "idempotency_key": f"app-{n}",
-        "messages": [{"role": "system", "content": "Be brief."},
-                     {"role": "user", "content": f"Question {n}?"}],
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": f"Question {n}?"},
+        ],
         "response": f"Answer {n}.",
         "model": "gpt-app",
         "retrieved": [{"text": "passage", "source_uri": "kb/a.md", "score": 0.8, "rank": 1}],
-        "latency_ms": 420, "prompt_tokens": 31, "completion_tokens": 5,
-        "session_id": "s-1", "end_user_id": "user-7", "metadata": {"channel": "web"},
-    } | overrides  # fmt: skip
+        "latency_ms": 420,
+        "prompt_tokens": 31,
+        "completion_tokens": 5,
+        "session_id": "s-1",
+        "end_user_id": "user-7",
+        "metadata": {"channel": "web"},
+    } | overrides
 
 
 def _log(client, key, interactions):
-    return client.post("/api/v1/interactions", data=json.dumps({"interactions": interactions}),
-                       content_type="application/json", **bearer(key))  # fmt: skip
+    return client.post(
+        "/api/v1/interactions",
+        data=json.dumps({"interactions": interactions}),
+        content_type="application/json",
+        **bearer(key),
+    )
 
 
 @pytest.mark.django_db
@@ -47,7 +57,10 @@ def test_a_batch_is_stored_in_full_and_resending_it_stores_nothing_new(client, s
     assert stored["model_name"] == "gpt-app"
     assert stored["retrieved"][0]["source_uri"] == "kb/a.md"
     assert (stored["latency_ms"], stored["prompt_tokens"], stored["end_user_id"]) == (
-        420, 31, "user-7")  # fmt: skip
+        420,
+        31,
+        "user-7",
+    )
     assert stored["source"] == "log"
 
 
@@ -68,11 +81,13 @@ def test_a_key_repeated_inside_one_batch_is_stored_once(client, secret_key):
         (_interaction(9, messages=[]), "interactions.1.messages"),
         (_interaction(9, messages=[{"role": "assistant", "content": "x"}]), "interactions.1"),
         (_interaction(9, latency_ms="slow"), "interactions.1.latency_ms"),
-        (_interaction(9, messages=[{"role": "wizard", "content": "x"}]),
-         "interactions.1.messages.0.role"),
+        (
+            _interaction(9, messages=[{"role": "wizard", "content": "x"}]),
+            "interactions.1.messages.0.role",
+        ),
         (_interaction(9, response=None), "interactions.1.response"),
     ],
-)  # fmt: skip
+)
 def test_one_bad_interaction_refuses_the_whole_batch(client, secret_key, bad, param):
     response = _log(client, secret_key, [_interaction(1), bad])
 

@@ -59,14 +59,19 @@ def _served(project, question: str, answer: str = "I do not know.") -> Interacti
 
 def _corrected(project, reviewer, question=BIN_QUESTION, answer=BIN_ANSWER) -> Interaction:
     interaction = _served(project, question)
-    review_submit(interaction=interaction, reviewer=reviewer, decision="corrected",
-                  ideal_answer=answer)  # fmt: skip
+    review_submit(
+        interaction=interaction, reviewer=reviewer, decision="corrected", ideal_answer=answer
+    )
     return interaction
 
 
 def _ask(client, key, question: str, **extra) -> dict:
-    body = {"model": "flywheel", "messages": [{"role": "user", "content": question}],
-            "max_tokens": 8, **extra}  # fmt: skip
+    body = {
+        "model": "flywheel",
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": 8,
+        **extra,
+    }
     response = client.post(
         "/v1/chat/completions", json.dumps(body), content_type="application/json", **bearer(key)
     )
@@ -90,8 +95,9 @@ def test_an_approved_correction_becomes_a_verified_answer_with_its_evidence(
 
 def test_an_end_user_correction_counts_once_a_reviewer_approves_it(indexed_project, reviewer):
     interaction = _served(indexed_project, BIN_QUESTION)
-    rating_submit(interaction=interaction, rater_id="u", source="api", thumb="down",
-                  correction=BIN_ANSWER)  # fmt: skip
+    rating_submit(
+        interaction=interaction, rater_id="u", source="api", thumb="down", correction=BIN_ANSWER
+    )
     assert not VerifiedAnswer.objects.exists(), "an end user's word alone is not verified"
 
     review_submit(interaction=interaction, reviewer=reviewer, decision="approved")
@@ -170,8 +176,9 @@ def test_a_revised_or_rejected_review_withdraws_it_on_the_next_request(
     interaction = _corrected(indexed_project, reviewer)
     revised = "Deleted notes wait 30 days in the bin (90 on Grove if an admin extends it)."
 
-    review_submit(interaction=interaction, reviewer=reviewer, decision="corrected",
-                  ideal_answer=revised)  # fmt: skip
+    review_submit(
+        interaction=interaction, reviewer=reviewer, decision="corrected", ideal_answer=revised
+    )
     assert (
         _ask(client, secret_key, BIN_QUESTION).json()["choices"][0]["message"]["content"] == revised
     )
@@ -191,9 +198,13 @@ def test_a_changed_source_document_makes_it_stale_and_sends_it_back_to_the_queue
     verified = VerifiedAnswer.objects.get(interaction=interaction)
     document = indexed_project.documents.get(pk=int(next(iter(verified.source_documents))))
 
-    document_upsert(project=indexed_project, source_uri=document.source_uri,
-                    title=document.title, content=document.content.replace("30 days", "60 days"),
-                    content_type=document.content_type)  # fmt: skip
+    document_upsert(
+        project=indexed_project,
+        source_uri=document.source_uri,
+        title=document.title,
+        content=document.content.replace("30 days", "60 days"),
+        content_type=document.content_type,
+    )
 
     verified.refresh_from_db()
     assert verified.status == VerifiedAnswer.Status.STALE
@@ -204,8 +215,12 @@ def test_a_changed_source_document_makes_it_stale_and_sends_it_back_to_the_queue
     assert queued[0].pk == interaction.pk
     assert queued[0].priority == QueuePriority.STALE_VERIFIED_ANSWER
 
-    review_submit(interaction=interaction, reviewer=reviewer, decision="corrected",
-                  ideal_answer="A deleted note stays in the bin for 60 days.")  # fmt: skip
+    review_submit(
+        interaction=interaction,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="A deleted note stays in the bin for 60 days.",
+    )
     assert interaction.pk not in {
         i.pk for i in review_queue_candidates(project=indexed_project, reviewer=reviewer)
     }

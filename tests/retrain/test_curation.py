@@ -25,15 +25,14 @@ def reviewer(db):
     [
         ([{"thumb": "up"}], "included", "thumbs_up"),
         ([{"thumb": "down"}], "excluded", "negative"),
-        ([{"thumb": "down", "correction": "Refunds take 14 days."}], "included",
-         "user_correction"),
+        ([{"thumb": "down", "correction": "Refunds take 14 days."}], "included", "user_correction"),
         ([{"score": 5}], "included", "high_score"),
         ([{"score": 3}], "excluded", "none"),
         ([{"score": 1}], "excluded", "negative"),
         ([{"thumb": "up"}, {"thumb": "down"}, {"thumb": "down"}], "excluded", "negative"),
         ([{"comment": "ok"}], "excluded", "none"),
     ],
-)  # fmt: skip
+)
 def test_end_user_signals_follow_the_default_policy(ratings, status, signal):
     project = ProjectFactory()
     interaction = served(project, "How do I get a refund?")
@@ -52,8 +51,12 @@ def test_a_review_outranks_ratings_and_a_correction_becomes_the_target(reviewer)
     for interaction in (rejected, corrected):
         rating_submit(interaction=interaction, rater_id="u", source="api", thumb="up")
     review_submit(interaction=rejected, reviewer=reviewer, decision="rejected")
-    review_submit(interaction=corrected, reviewer=reviewer, decision="corrected",
-                  ideal_answer="Sprout is free; Canopy costs 9 euros.")  # fmt: skip
+    review_submit(
+        interaction=corrected,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="Sprout is free; Canopy costs 9 euros.",
+    )
 
     examples = curate(project, rejected, corrected)
 
@@ -79,8 +82,10 @@ def test_policy_switches_and_length_limits_change_what_is_included():
     rating_submit(interaction=thumbs_up, rater_id="u", source="api", thumb="up")
     rating_submit(interaction=scored, rater_id="u", source="api", score=4)
     rating_submit(interaction=long_answer, rater_id="u", source="api", score=5)
-    CurationPolicy.objects.update_or_create(project=project, defaults={
-        "include_thumbs_up": False, "min_score": 5, "max_answer_chars": 50})  # fmt: skip
+    CurationPolicy.objects.update_or_create(
+        project=project,
+        defaults={"include_thumbs_up": False, "min_score": 5, "max_answer_chars": 50},
+    )
 
     examples = curate(project, thumbs_up, scored, long_answer)
 
@@ -92,8 +97,13 @@ def test_policy_switches_and_length_limits_change_what_is_included():
 def test_examples_carry_the_context_as_served_and_scrub_pii_from_user_text():
     project = ProjectFactory()
     interaction = served(project, "I'm jane.roe@example.com, card 4111 1111 1111 1111. Refund?")
-    rating_submit(interaction=interaction, rater_id="u", source="api", thumb="down",
-                  correction="Write to us from jane.roe@example.com within 14 days.")  # fmt: skip
+    rating_submit(
+        interaction=interaction,
+        rater_id="u",
+        source="api",
+        thumb="down",
+        correction="Write to us from jane.roe@example.com within 14 days.",
+    )
 
     example = curate(project, interaction)[interaction.pk]
 
@@ -114,8 +124,12 @@ def test_near_duplicates_share_a_cluster_whose_best_rated_member_is_kept(reviewe
     other = served(project, "What does Grove cost?")
     rating_submit(interaction=refund[0], rater_id="u", source="api", thumb="up")
     rating_submit(interaction=refund[1], rater_id="u", source="api", score=5)
-    review_submit(interaction=refund[2], reviewer=reviewer, decision="corrected",
-                  ideal_answer="Ask within 14 days from Settings > Billing.")  # fmt: skip
+    review_submit(
+        interaction=refund[2],
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="Ask within 14 days from Settings > Billing.",
+    )
     rating_submit(interaction=other, rater_id="u", source="api", thumb="up")
 
     examples = curate(project, *refund, other)
@@ -164,12 +178,15 @@ def test_no_cluster_spans_train_and_eval_and_splits_are_stable():
     assert {split for splits in splits_by_cluster.values() for split in splits} == {"train", "eval"}
     train = [e for e in examples.values() if e.split == "train"]
     held_out = [e for e in examples.values() if e.split == "eval"]
-    similarity = np.array([e.question_embedding for e in train]) @ np.array(
-        [e.question_embedding for e in held_out]).T  # fmt: skip
+    similarity = (
+        np.array([e.question_embedding for e in train])
+        @ np.array([e.question_embedding for e in held_out]).T
+    )
     threshold = CurationPolicy.objects.get(project=project).near_duplicate_threshold
     assert similarity.max() < threshold, "no eval question has a near-duplicate in train"
     assert {k: (e.cluster, e.split) for k, e in again.items()} == {
-        k: (e.cluster, e.split) for k, e in examples.items()}  # fmt: skip
+        k: (e.cluster, e.split) for k, e in examples.items()
+    }
     assert InstructionExample.objects.filter(project=project).count() == len(interactions)
 
 

@@ -26,10 +26,17 @@ QUESTIONS = [question for group in PARAPHRASES for question in group] + [
 ]
 ANSWERS = ["Settings → Billing.", "Use the shelf menu.", "Ask within 14 days."]
 FEEDBACK = [
-    {"thumb": "up"}, {"thumb": "up"}, {"thumb": "up"}, {"thumb": "down"},
-    {"thumb": "down", "correction": "Open Settings → Billing → Refunds."}, {"score": 5},
-    {"score": 2}, "approved", "corrected", "rejected",
-]  # fmt: skip
+    {"thumb": "up"},
+    {"thumb": "up"},
+    {"thumb": "up"},
+    {"thumb": "down"},
+    {"thumb": "down", "correction": "Open Settings → Billing → Refunds."},
+    {"score": 5},
+    {"score": 2},
+    "approved",
+    "corrected",
+    "rejected",
+]
 
 
 @pytest.fixture
@@ -44,22 +51,33 @@ def rated_interactions(projects, *, count: int, reviewer) -> list[tuple[Interact
     embeddings = dict(zip(QUESTIONS, embed_texts(QUESTIONS), strict=True))
     rows = []
     for _ in range(count):
-        question, answer, feedback = (rng.choice(QUESTIONS), rng.choice(ANSWERS),
-                                      rng.choice(FEEDBACK))  # fmt: skip
+        question, answer, feedback = (
+            rng.choice(QUESTIONS),
+            rng.choice(ANSWERS),
+            rng.choice(FEEDBACK),
+        )
         row = []
         for project in projects:
             interaction = interaction_record(
-                project=project, source=Interaction.Source.CHAT,
-                messages=[{"role": "user", "content": question}], query_text=question,
-                query_embedding=embeddings[question], response=answer,
-                retrieved=[SERVED_PASSAGE], metadata={"flywheel": {"rag": True}},
-            )  # fmt: skip
+                project=project,
+                source=Interaction.Source.CHAT,
+                messages=[{"role": "user", "content": question}],
+                query_text=question,
+                query_embedding=embeddings[question],
+                response=answer,
+                retrieved=[SERVED_PASSAGE],
+                metadata={"flywheel": {"rag": True}},
+            )
             if isinstance(feedback, dict):
                 rating_submit(interaction=interaction, rater_id="u", source="api", **feedback)
             else:
                 ideal = "Refunds: Settings → Billing." if feedback == "corrected" else ""
-                review_submit(interaction=interaction, reviewer=reviewer, decision=feedback,
-                              ideal_answer=ideal)  # fmt: skip
+                review_submit(
+                    interaction=interaction,
+                    reviewer=reviewer,
+                    decision=feedback,
+                    ideal_answer=ideal,
+                )
             row.append(interaction)
         rows.append(tuple(row))
     return rows
@@ -121,10 +139,13 @@ def test_the_index_backed_search_finds_the_clusters_the_exact_one_does(monkeypat
     for project in (exact, indexed):
         for question in questions:
             interaction = interaction_record(
-                project=project, source=Interaction.Source.CHAT,
-                messages=[{"role": "user", "content": question}], query_text=question,
-                query_embedding=embeddings[question], response="See the help centre.",
-            )  # fmt: skip
+                project=project,
+                source=Interaction.Source.CHAT,
+                messages=[{"role": "user", "content": question}],
+                query_text=question,
+                query_embedding=embeddings[question],
+                response="See the help centre.",
+            )
             rating_submit(interaction=interaction, rater_id="u", source="api", thumb="up")
 
     def curate_one_at_a_time(project):
@@ -151,8 +172,13 @@ def test_recurating_a_batch_updates_removes_and_keeps_examples_in_place(reviewer
     }
 
     corrected, unrated = [i for i in interactions if not i.reviews.exists()][:2]
-    rating_submit(interaction=corrected, rater_id="second", source="api", thumb="down",
-                  correction="Open Settings → Billing → Refunds within 14 days.")  # fmt: skip
+    rating_submit(
+        interaction=corrected,
+        rater_id="second",
+        source="api",
+        thumb="down",
+        correction="Open Settings → Billing → Refunds within 14 days.",
+    )
     unrated.ratings.all().delete()
     unrated.reviews.all().delete()
     summary = interactions_curate(project=project, interaction_ids=[i.pk for i in interactions])

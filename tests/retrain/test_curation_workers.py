@@ -18,21 +18,31 @@ from tests.factories import PARAPHRASES, ProjectFactory, served
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_rating_through_the_api_is_curated_by_a_worker(client, project, secret_key,
-                                                        celery_worker):  # fmt: skip
+def test_a_rating_through_the_api_is_curated_by_a_worker(
+    client, project, secret_key, celery_worker
+):
     interaction = served(project, "How do I get a refund?")
 
     response = client.post(
-        "/api/v1/ratings", content_type="application/json", **bearer(secret_key),
-        data=json.dumps({"interaction_id": str(interaction.pk), "rater_id": "u",
-                         "thumb": "down", "correction": "Ask within 14 days."}),
-    )  # fmt: skip
+        "/api/v1/ratings",
+        content_type="application/json",
+        **bearer(secret_key),
+        data=json.dumps(
+            {
+                "interaction_id": str(interaction.pk),
+                "rater_id": "u",
+                "thumb": "down",
+                "correction": "Ask within 14 days.",
+            }
+        ),
+    )
 
     assert response.status_code == 201
     example = wait_for(
         lambda: InstructionExample.objects.filter(interaction=interaction).first(),
-        what="the worker curating the rated interaction", deadline_seconds=60,
-    )  # fmt: skip
+        what="the worker curating the rated interaction",
+        deadline_seconds=60,
+    )
     assert example.signal == "user_correction"
     assert example.messages[-1]["content"] == "Ask within 14 days."
 
@@ -48,8 +58,9 @@ def test_the_sweep_curates_what_was_missed(project, celery_worker):
     assert curation_sweep.delay().get(timeout=60) == 1
     wait_for(
         lambda: InstructionExample.objects.filter(interaction=interaction).exists(),
-        what="the swept interaction being curated", deadline_seconds=60,
-    )  # fmt: skip
+        what="the swept interaction being curated",
+        deadline_seconds=60,
+    )
     assert curation_sweep.delay().get(timeout=60) == 0
 
 

@@ -29,11 +29,20 @@ def rated_project(db):
     scored = served(project, "Can I work offline?", "Yes, every device keeps a full copy.")
     rating_submit(interaction=up, rater_id="u", source="widget", thumb="up")
     rating_submit(interaction=down_twin, rater_id="u", source="widget", thumb="down")
-    review_submit(interaction=corrected, reviewer=reviewer, decision="corrected",
-                  ideal_answer="Canopy costs 9 euros per user per month.")  # fmt: skip
+    review_submit(
+        interaction=corrected,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="Canopy costs 9 euros per user per month.",
+    )
     review_submit(interaction=approved, reviewer=reviewer, decision="approved")
-    rating_submit(interaction=user_fix, rater_id="u", source="api", thumb="down",
-                  correction="Ctrl+K searches every note.")  # fmt: skip
+    rating_submit(
+        interaction=user_fix,
+        rater_id="u",
+        source="api",
+        thumb="down",
+        correction="Ctrl+K searches every note.",
+    )
     rating_submit(interaction=scored, rater_id="u", source="api", score=5)
     curate(project, up, down_twin, corrected, approved, user_fix, scored)
     return project
@@ -50,9 +59,14 @@ def test_a_snapshot_freezes_examples_with_counts_stats_and_the_policy(rated_proj
     assert version.stats["signals"]["preferred_vs_thumbs_down"] == 1
     assert version.stats["answer_chars"]["count"] == 5
     assert version.policy["near_duplicate_threshold"] == 0.8
-    assert version.diff == {"previous_version": None, "added": 5, "removed": 0, "unchanged": 0,
-                            "added_examples": version.diff["added_examples"],
-                            "removed_examples": []}  # fmt: skip
+    assert version.diff == {
+        "previous_version": None,
+        "added": 5,
+        "removed": 0,
+        "unchanged": 0,
+        "added_examples": version.diff["added_examples"],
+        "removed_examples": [],
+    }
 
 
 @pytest.mark.django_db
@@ -77,8 +91,9 @@ def test_an_unchanged_snapshot_returns_the_existing_version_and_changes_make_a_n
 
 def _export(tmp_path, version, export_format, split):
     path = tmp_path / f"{export_format}-{split}.jsonl"
-    path.write_text("".join(dataset_export_lines(version=version, export_format=export_format,
-                                                 split=split)))  # fmt: skip
+    path.write_text(
+        "".join(dataset_export_lines(version=version, export_format=export_format, split=split))
+    )
     return datasets.load_dataset("json", data_files=str(path), split="train")
 
 
@@ -119,8 +134,9 @@ def test_the_dataset_api_snapshots_lists_and_downloads(client, rated_project):
     unchanged = client.post("/api/v1/datasets", **bearer(key))
     version_id = created.json()["dataset_version"]["id"]
     listed = client.get("/api/v1/datasets", **bearer(key)).json()
-    download = client.get(f"/api/v1/datasets/{version_id}/export?format=dpo&split=all",
-                          **bearer(key))  # fmt: skip
+    download = client.get(
+        f"/api/v1/datasets/{version_id}/export?format=dpo&split=all", **bearer(key)
+    )
     bad_format = client.get(f"/api/v1/datasets/{version_id}/export?format=csv", **bearer(key))
 
     assert (created.status_code, unchanged.status_code) == (201, 200)

@@ -40,7 +40,7 @@ def conversation(question: str, answer: str) -> list[dict]:
         # refunds take 14 days | refunds within 14 days: 3 of 4 either way, and in order
         ("Refunds take 14 days!", "Refunds within 14 days.", 0.75, 0.75),
     ],
-)  # fmt: skip
+)
 def test_token_f1_and_rouge_l_on_known_cases(prediction, reference, f1, rouge):
     assert token_f1(prediction, reference) == pytest.approx(f1)
     assert rouge_l(prediction, reference) == pytest.approx(rouge)
@@ -63,8 +63,10 @@ def test_only_the_answer_and_its_end_of_turn_token_are_trained(base_model):
 def test_a_long_prompt_loses_its_start_and_a_long_answer_its_example(base_model):
     tokenizer, _ = base_model
     question, answer = FACTS[1]
-    long_prompt = [{"role": "system", "content": "Context: " + "lorem ipsum " * 200},
-                   {"role": "user", "content": question}]  # fmt: skip
+    long_prompt = [
+        {"role": "system", "content": "Context: " + "lorem ipsum " * 200},
+        {"role": "user", "content": question},
+    ]
     long_answer = conversation(question, "very " * 100 + "long.")
 
     truncated, *others = tokenize_for_sft(
@@ -77,9 +79,9 @@ def test_a_long_prompt_loses_its_start_and_a_long_answer_its_example(base_model)
     assert len(truncated["input_ids"]) == 64
     trained = [label for label in truncated["labels"] if label != IGNORED_LABEL]
     assert tokenizer.decode(trained) == answer + tokenizer.eos_token
-    assert tokenizer.decode(truncated["input_ids"]).endswith(question + "<|im_end|>\n"
-                                                             f"<|im_start|>assistant\n{answer}"
-                                                             "<|im_end|>\n")  # fmt: skip
+    assert tokenizer.decode(truncated["input_ids"]).endswith(
+        question + f"<|im_end|>\n<|im_start|>assistant\n{answer}<|im_end|>\n"
+    )
 
 
 def test_eval_loss_is_the_models_own_loss_on_answer_tokens_whatever_the_padding(base_model):
@@ -92,10 +94,10 @@ def test_eval_loss_is_the_models_own_loss_on_answer_tokens_whatever_the_padding(
         ).loss.item()
 
     single = eval_loss(model=model, tokenizer=tokenizer, conversations=conversations[:1])
-    one_by_one = eval_loss(model=model, tokenizer=tokenizer, conversations=conversations,
-                           batch_size=1)  # fmt: skip
-    padded = eval_loss(model=model, tokenizer=tokenizer, conversations=conversations,
-                       batch_size=4)  # fmt: skip
+    one_by_one = eval_loss(
+        model=model, tokenizer=tokenizer, conversations=conversations, batch_size=1
+    )
+    padded = eval_loss(model=model, tokenizer=tokenizer, conversations=conversations, batch_size=4)
 
     assert single == pytest.approx(own_loss, rel=1e-4)
     assert padded == pytest.approx(one_by_one, rel=1e-4)
@@ -112,10 +114,10 @@ def test_retrieval_hit_rates_count_the_first_and_the_top_k_results(project):
     ]
     everything = version.chunks.count()
 
-    top_two = retrieval_hit_at_k(project=project, index_version=version, questions=questions,
-                                 k=2)  # fmt: skip
-    all_chunks = retrieval_hit_at_k(project=project, index_version=version,
-                                    questions=questions[:1], k=everything)  # fmt: skip
+    top_two = retrieval_hit_at_k(project=project, index_version=version, questions=questions, k=2)
+    all_chunks = retrieval_hit_at_k(
+        project=project, index_version=version, questions=questions[:1], k=everything
+    )
 
     assert top_two == {"hit@1": 0.5, "hit@k": 0.5, "k": 2, "questions": 2}
     assert all_chunks["hit@k"] == 1.0

@@ -20,9 +20,11 @@ IDEAL_ANSWER = "The Quillmate Clipper extension for Firefox and Chrome saves any
 
 def _ask(client, key) -> dict:
     response = client.post(
-        "/v1/chat/completions", content_type="application/json", **bearer(key),
+        "/v1/chat/completions",
+        content_type="application/json",
+        **bearer(key),
         data=json.dumps({"messages": [{"role": "user", "content": PARAPHRASE}], "max_tokens": 8}),
-    )  # fmt: skip
+    )
     assert response.status_code == 200, response.content
     return response.json()["flywheel"]
 
@@ -49,10 +51,17 @@ def test_a_refresh_indexes_an_approved_correction_and_serving_follows_and_rolls_
     before = retrieve(project=project, query=PARAPHRASE, options=RetrievalOptions(top_k=4))
     assert faq_source not in {chunk.source_uri for chunk in before.chunks}
 
-    started = client.post("/api/v1/jobs", data=json.dumps({"kind": "index_refresh"}),
-                          content_type="application/json", **bearer(key))  # fmt: skip
-    job = wait_for(lambda: _finished(client, key, f"/api/v1/jobs/{started.json()['id']}"),
-                   what="the index refresh finishing", deadline_seconds=120)  # fmt: skip
+    started = client.post(
+        "/api/v1/jobs",
+        data=json.dumps({"kind": "index_refresh"}),
+        content_type="application/json",
+        **bearer(key),
+    )
+    job = wait_for(
+        lambda: _finished(client, key, f"/api/v1/jobs/{started.json()['id']}"),
+        what="the index refresh finishing",
+        deadline_seconds=120,
+    )
 
     assert job["state"] == "succeeded", job["error"]
     second = IndexVersion.objects.get(pk=job["index_version_id"])

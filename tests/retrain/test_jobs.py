@@ -19,8 +19,9 @@ from tests.conftest import bearer, wait_for
 
 
 def _job(project, **fields) -> Job:
-    return Job.objects.create(project=project, kind=Job.Kind.DATASET_SNAPSHOT, trigger="api",
-                              **fields)  # fmt: skip
+    return Job.objects.create(
+        project=project, kind=Job.Kind.DATASET_SNAPSHOT, trigger="api", **fields
+    )
 
 
 @pytest.mark.django_db
@@ -106,8 +107,11 @@ def test_the_reaper_retries_jobs_whose_worker_died_then_gives_up(project, settin
 
     outcome = jobs_reap_stale()
 
-    assert outcome == {"retried": [dead_once.pk], "failed": [dead_twice.pk],
-                       "requeued": [forgotten.pk]}  # fmt: skip
+    assert outcome == {
+        "retried": [dead_once.pk],
+        "failed": [dead_twice.pk],
+        "requeued": [forgotten.pk],
+    }
     states = dict(Job.objects.values_list("pk", "state"))
     assert states[dead_once.pk] == "queued"
     assert states[dead_twice.pk] == "failed"
@@ -119,10 +123,13 @@ def test_job_cancelled_is_an_exception_handlers_may_raise():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_started_through_the_api_runs_on_a_worker(client, project, secret_key,
-                                                       celery_worker):  # fmt: skip
-    response = client.post("/api/v1/jobs", data=json.dumps({"kind": "dataset_snapshot"}),
-                           content_type="application/json", **bearer(secret_key))  # fmt: skip
+def test_a_job_started_through_the_api_runs_on_a_worker(client, project, secret_key, celery_worker):
+    response = client.post(
+        "/api/v1/jobs",
+        data=json.dumps({"kind": "dataset_snapshot"}),
+        content_type="application/json",
+        **bearer(secret_key),
+    )
     assert response.status_code == 202
     job_id = response.json()["id"]
 
@@ -133,7 +140,10 @@ def test_a_job_started_through_the_api_runs_on_a_worker(client, project, secret_
     finished = wait_for(finished_job, what="the snapshot job finishing", deadline_seconds=60)
     assert finished["state"] == "succeeded", finished["error"]
     assert finished["dataset_version_id"] is not None
-    bad = client.post("/api/v1/jobs", data=json.dumps({"kind": "lora_training",
-                                                      "parameters": {"r": -1}}),
-                      content_type="application/json", **bearer(secret_key))  # fmt: skip
+    bad = client.post(
+        "/api/v1/jobs",
+        data=json.dumps({"kind": "lora_training", "parameters": {"r": -1}}),
+        content_type="application/json",
+        **bearer(secret_key),
+    )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_job"

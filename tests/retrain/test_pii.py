@@ -53,9 +53,14 @@ def score_table(scores: dict[str, PiiScore]) -> str:
 
 @pytest.mark.parametrize(
     "address",
-    ["maria.gonzalez@example.com", "j.doe+flywheel@gmail.com", "jürgen.müller@firma.de",
-     "ops-alerts@example.co.uk", "MARK.TAYLOR@OUTLOOK.COM"],
-)  # fmt: skip
+    [
+        "maria.gonzalez@example.com",
+        "j.doe+flywheel@gmail.com",
+        "jürgen.müller@firma.de",
+        "ops-alerts@example.co.uk",
+        "MARK.TAYLOR@OUTLOOK.COM",
+    ],
+)
 def test_email_is_found_without_surrounding_punctuation(address):
     assert kinds_and_texts(f"Write to <{address}>, or ({address}).") == [
         ("EMAIL", address),
@@ -73,11 +78,23 @@ def test_email_needs_a_domain_with_a_top_level_part(text):
 
 @pytest.mark.parametrize(
     "number",
-    ["+44 20 7946 0958", "+1 (415) 555-0132", "+81-3-1234-5678", "+4915112345678",
-     "+44 (0)20 7946 0958", "0044 20 7946 0958", "415-555-0199", "(212) 555-0147",
-     "612.555.0123", "1-800-555-0175", "020 7946 0958", "07700 900123", "06 12 34 56 78",
-     "0151 23456789"],
-)  # fmt: skip
+    [
+        "+44 20 7946 0958",
+        "+1 (415) 555-0132",
+        "+81-3-1234-5678",
+        "+4915112345678",
+        "+44 (0)20 7946 0958",
+        "0044 20 7946 0958",
+        "415-555-0199",
+        "(212) 555-0147",
+        "612.555.0123",
+        "1-800-555-0175",
+        "020 7946 0958",
+        "07700 900123",
+        "06 12 34 56 78",
+        "0151 23456789",
+    ],
+)
 def test_phone_formats(number):
     assert kinds_and_texts(f"Call me on {number}, thanks.") == [("PHONE", number)]
 
@@ -89,11 +106,22 @@ def test_a_bare_digit_run_is_a_phone_only_after_a_phone_word():
 
 @pytest.mark.parametrize(
     "text",
-    ["Order 2024-11-21-0042 shipped", "upgraded from 2.12.4 to 2.13.0", "on 05.12.2024 at 14:30",
-     "it costs $1,299.00 or €119.99", "order number 48213377", "Ticket #555-0199",
-     "SKU 100-2345-678", "release 2024.11.2", "from 09:30 to 10:45", "Zip code 94107",
-     "Error 0x80070005", "quota of 1000000 tokens", "Build 20241121.3"],
-)  # fmt: skip
+    [
+        "Order 2024-11-21-0042 shipped",
+        "upgraded from 2.12.4 to 2.13.0",
+        "on 05.12.2024 at 14:30",
+        "it costs $1,299.00 or €119.99",
+        "order number 48213377",
+        "Ticket #555-0199",
+        "SKU 100-2345-678",
+        "release 2024.11.2",
+        "from 09:30 to 10:45",
+        "Zip code 94107",
+        "Error 0x80070005",
+        "quota of 1000000 tokens",
+        "Build 20241121.3",
+    ],
+)
 def test_phone_look_alikes_are_not_phones(text):
     assert pii_find(text) == []
 
@@ -103,21 +131,34 @@ def test_phone_look_alikes_are_not_phones(text):
 
 @pytest.mark.parametrize(
     "number",
-    ["4111 1111 1111 1111", "4111-1111-1111-1111", "4111111111111111", "5555 5555 5555 4444",
-     "3782 822463 10005", "3622 720627 1667", "6011111111111117", "2223 0031 2200 3222"],
-)  # fmt: skip
+    [
+        "4111 1111 1111 1111",
+        "4111-1111-1111-1111",
+        "4111111111111111",
+        "5555 5555 5555 4444",
+        "3782 822463 10005",
+        "3622 720627 1667",
+        "6011111111111117",
+        "2223 0031 2200 3222",
+    ],
+)
 def test_card_numbers_that_pass_luhn_are_found(number):
     assert kinds_and_texts(f"charge {number} please") == [("CREDIT_CARD", number)]
 
 
 @pytest.mark.parametrize(
     "number",
-    ["4111 1111 1111 1112", "5555 5555 5555 4445", "3782 822463 10006",
-     # Luhn-valid, but no card network starts with 1, 7, 8, 9 or 0.
-     "1111 1111 1111 1117", "7992 7398 7130 0008",
-     # Luhn-valid, but not grouped the way cards are printed.
-     "41 1111 1111 1111 11"],
-)  # fmt: skip
+    [
+        "4111 1111 1111 1112",
+        "5555 5555 5555 4445",
+        "3782 822463 10006",
+        # Luhn-valid, but no card network starts with 1, 7, 8, 9 or 0.
+        "1111 1111 1111 1117",
+        "7992 7398 7130 0008",
+        # Luhn-valid, but not grouped the way cards are printed.
+        "41 1111 1111 1111 11",
+    ],
+)
 def test_card_like_numbers_are_not_cards(number):
     assert pii_find(f"charge {number} please") == []
 
@@ -133,20 +174,28 @@ def test_card_is_found_at_the_start_of_a_longer_run_of_digits():
 
 @pytest.mark.parametrize(
     "iban",
-    ["DE89 3704 0044 0532 0130 00", "DE89370400440532013000", "GB82 WEST 1234 5698 7654 32",
-     "FR14 2004 1010 0505 0001 3M02 606", "NO9386011117947", "pt50 0002 0123 1234 5678 9015 4"],
-)  # fmt: skip
+    [
+        "DE89 3704 0044 0532 0130 00",
+        "DE89370400440532013000",
+        "GB82 WEST 1234 5698 7654 32",
+        "FR14 2004 1010 0505 0001 3M02 606",
+        "NO9386011117947",
+        "pt50 0002 0123 1234 5678 9015 4",
+    ],
+)
 def test_ibans_that_pass_mod_97_are_found(iban):
     assert kinds_and_texts(f"Refund to {iban}, thanks.") == [("IBAN", iban)]
 
 
 @pytest.mark.parametrize(
     "text",
-    ["Refund to DE89 3704 0044 0532 0130 01, thanks.",  # check digits do not match
-     "Refund to GB82 WEST 1234 5698 7654 33, thanks.",
-     "Refund to DE89 3704 0044 0532 0130 0, thanks.",  # one character short
-     "Refund to XX89 3704 0044 0532 0130 00, thanks."],  # no such country
-)  # fmt: skip
+    [
+        "Refund to DE89 3704 0044 0532 0130 01, thanks.",  # check digits do not match
+        "Refund to GB82 WEST 1234 5698 7654 33, thanks.",
+        "Refund to DE89 3704 0044 0532 0130 0, thanks.",  # one character short
+        "Refund to XX89 3704 0044 0532 0130 00, thanks.",
+    ],  # no such country
+)
 def test_invalid_ibans_are_left_alone_digits_included(text):
     assert pii_find(text) == []
 
@@ -156,9 +205,16 @@ def test_invalid_ibans_are_left_alone_digits_included(text):
 
 @pytest.mark.parametrize(
     "address",
-    ["203.0.113.42", "192.168.1.20", "8.8.8.8", "2001:db8::8a2e:370:7334",
-     "2001:0db8:85a3:0000:0000:8a2e:0370:7334", "fe80::1ff:fe23:4567:890a", "::ffff:192.0.2.128"],
-)  # fmt: skip
+    [
+        "203.0.113.42",
+        "192.168.1.20",
+        "8.8.8.8",
+        "2001:db8::8a2e:370:7334",
+        "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        "fe80::1ff:fe23:4567:890a",
+        "::ffff:192.0.2.128",
+    ],
+)
 def test_valid_ip_addresses_are_found(address):
     assert kinds_and_texts(f"blocked {address}.") == [("IP_ADDRESS", address)]
 
@@ -171,9 +227,20 @@ def test_address_with_port_or_brackets_keeps_the_port():
 
 @pytest.mark.parametrize(
     "text",
-    ["256.1.1.1", "999.12.1.1", "192.168.01.1", "version 2.13.0", "12:30:45",
-     "00:1A:2B:3C:4D:5E", "1:2:3", "127.0.0.1", "0.0.0.0", "::1", "std::vector"],
-)  # fmt: skip
+    [
+        "256.1.1.1",
+        "999.12.1.1",
+        "192.168.01.1",
+        "version 2.13.0",
+        "12:30:45",
+        "00:1A:2B:3C:4D:5E",
+        "1:2:3",
+        "127.0.0.1",
+        "0.0.0.0",
+        "::1",
+        "std::vector",
+    ],
+)
 def test_invalid_loopback_and_look_alike_addresses_are_left_alone(text):
     assert pii_find(f"see {text} here") == []
 
@@ -183,15 +250,23 @@ def test_invalid_loopback_and_look_alike_addresses_are_left_alone(text):
 
 @pytest.mark.parametrize(
     "secret",
-    ["sk-proj-" + random_token(48, seed=1), "sk-" + random_token(48, seed=2),
-     "sk_live_" + random_token(24, seed=3), "sk_test_" + random_token(24, seed=4),
-     "pk_live_" + random_token(24, seed=5), "fw_sk_" + random_token(43, seed=6),
-     "fw_pk_" + random_token(43, seed=7), "ghp_" + random_token(36, seed=8),
-     "gho_" + random_token(36, seed=9), "github_pat_11" + random_token(80, seed=10),
-     "AKIA" + random_token(16, seed=11, alphabet=string.ascii_uppercase + string.digits),
-     "xoxb-123456789012-1234567890123-" + random_token(24, seed=12),
-     "xoxp-123456789012-" + random_token(32, seed=13), "AIza" + random_token(35, seed=14)],
-)  # fmt: skip
+    [
+        "sk-proj-" + random_token(48, seed=1),
+        "sk-" + random_token(48, seed=2),
+        "sk_live_" + random_token(24, seed=3),
+        "sk_test_" + random_token(24, seed=4),
+        "pk_live_" + random_token(24, seed=5),
+        "fw_sk_" + random_token(43, seed=6),
+        "fw_pk_" + random_token(43, seed=7),
+        "ghp_" + random_token(36, seed=8),
+        "gho_" + random_token(36, seed=9),
+        "github_pat_11" + random_token(80, seed=10),
+        "AKIA" + random_token(16, seed=11, alphabet=string.ascii_uppercase + string.digits),
+        "xoxb-123456789012-1234567890123-" + random_token(24, seed=12),
+        "xoxp-123456789012-" + random_token(32, seed=13),
+        "AIza" + random_token(35, seed=14),
+    ],
+)
 def test_keys_with_known_prefixes_are_secrets(secret):
     assert kinds_and_texts(f"the key {secret} leaked.") == [("SECRET", secret)]
 
@@ -224,13 +299,17 @@ def test_long_random_tokens_are_secrets():
 
 @pytest.mark.parametrize(
     "text",
-    ["commit b2e2b78fe3ecaf077087352ec00e91a3ac7c6f52",
-     "request 3f2b8c1e-9d4a-4e7b-8c2f-1a6d5e9b0c47",
-     "sha256 516588706d940498dc057a4a84d9460c65b57bb88560fe627072fef2303171fd",
-     "test_interaction_export_permissions_2024", "FlywheelInteractionExportJobHandler2024",
-     "sk-learn-compatible-pipeline-with-tfidf", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1",
-     "Pneumonoultramicroscopicsilicovolcanoconiosis"],
-)  # fmt: skip
+    [
+        "commit b2e2b78fe3ecaf077087352ec00e91a3ac7c6f52",
+        "request 3f2b8c1e-9d4a-4e7b-8c2f-1a6d5e9b0c47",
+        "sha256 516588706d940498dc057a4a84d9460c65b57bb88560fe627072fef2303171fd",
+        "test_interaction_export_permissions_2024",
+        "FlywheelInteractionExportJobHandler2024",
+        "sk-learn-compatible-pipeline-with-tfidf",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa1",
+        "Pneumonoultramicroscopicsilicovolcanoconiosis",
+    ],
+)
 def test_hashes_identifiers_and_long_words_are_not_secrets(text):
     assert pii_find(text) == []
 

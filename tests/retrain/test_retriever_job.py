@@ -40,43 +40,67 @@ from tests.factories import ProjectFactory
 
 # (question, the right answer, the heading of the passage holding it)
 FACTS = [
-    ("How much does the Canopy plan cost?",
-     "Canopy costs 9 euros per user per month and removes the shelf limit.",
-     "Billing and plans"),
-    ("When are invoices sent out?",
-     "Invoices are issued on the 3rd of every month.",
-     "Billing and plans > Invoices"),
-    ("When does a downgrade take effect?",
-     "A downgrade takes effect at the end of the current billing month.",
-     "Billing and plans > Changing plans"),
-    ("How many collaborators can a shelf be shared with?",
-     "A shelf can be shared with up to 40 collaborators.",
-     "Getting started with Quillmate"),
-    ("Which operating systems can I install Quillmate on?",
-     "Quillmate runs on Windows 11, macOS 14 or later and Ubuntu 24.04.",
-     "Getting started with Quillmate > Installing"),
-    ("What is the keyboard shortcut for a new shelf?",
-     "Press Ctrl+Shift+N to create a shelf.",
-     "Getting started with Quillmate > Your first shelf"),
-    ("How are my notes encrypted?",
-     "Notes are encrypted at rest with AES-256 and in transit with TLS 1.3.",
-     "Security and data retention"),
-    ("How long do deleted notes stay in the bin?",
-     "A deleted note stays in the shelf's bin for 30 days, then it is erased for good.",
-     "Security and data retention > Deleted notes"),
-    ("How long is a workspace export link valid?",
-     "The export link stays valid for 48 hours.",
-     "Security and data retention > Data export"),
-    ("What happens when two people edit the same paragraph offline?",
-     "Both versions are kept and the paragraph is marked with an amber bar.",
-     "Sync and offline use"),
-    ("I am ana.lopez@example.com: how big can an attachment be?",
-     "A single attachment may be at most 250 MB.",
-     "Sync and offline use > Sync limits"),
-    ("What should I do when sync stalls?",
-     "Open Help → Diagnostics and press Resync shelf to rebuild the local copy.",
-     "Sync and offline use > Troubleshooting"),
-]  # fmt: skip
+    (
+        "How much does the Canopy plan cost?",
+        "Canopy costs 9 euros per user per month and removes the shelf limit.",
+        "Billing and plans",
+    ),
+    (
+        "When are invoices sent out?",
+        "Invoices are issued on the 3rd of every month.",
+        "Billing and plans > Invoices",
+    ),
+    (
+        "When does a downgrade take effect?",
+        "A downgrade takes effect at the end of the current billing month.",
+        "Billing and plans > Changing plans",
+    ),
+    (
+        "How many collaborators can a shelf be shared with?",
+        "A shelf can be shared with up to 40 collaborators.",
+        "Getting started with Quillmate",
+    ),
+    (
+        "Which operating systems can I install Quillmate on?",
+        "Quillmate runs on Windows 11, macOS 14 or later and Ubuntu 24.04.",
+        "Getting started with Quillmate > Installing",
+    ),
+    (
+        "What is the keyboard shortcut for a new shelf?",
+        "Press Ctrl+Shift+N to create a shelf.",
+        "Getting started with Quillmate > Your first shelf",
+    ),
+    (
+        "How are my notes encrypted?",
+        "Notes are encrypted at rest with AES-256 and in transit with TLS 1.3.",
+        "Security and data retention",
+    ),
+    (
+        "How long do deleted notes stay in the bin?",
+        "A deleted note stays in the shelf's bin for 30 days, then it is erased for good.",
+        "Security and data retention > Deleted notes",
+    ),
+    (
+        "How long is a workspace export link valid?",
+        "The export link stays valid for 48 hours.",
+        "Security and data retention > Data export",
+    ),
+    (
+        "What happens when two people edit the same paragraph offline?",
+        "Both versions are kept and the paragraph is marked with an amber bar.",
+        "Sync and offline use",
+    ),
+    (
+        "I am ana.lopez@example.com: how big can an attachment be?",
+        "A single attachment may be at most 250 MB.",
+        "Sync and offline use > Sync limits",
+    ),
+    (
+        "What should I do when sync stalls?",
+        "Open Help → Diagnostics and press Resync shelf to rebuild the local copy.",
+        "Sync and offline use > Troubleshooting",
+    ),
+]
 UNKNOWN = "I do not know."
 PII_QUESTION = FACTS[10][0]
 
@@ -98,11 +122,15 @@ def _served(project, question: str, answer: str) -> Interaction:
     found = retrieve(project=project, query=question, options=RetrievalOptions(top_k=4))
     assert found.index_version is not None
     return interaction_record(
-        project=project, source=Interaction.Source.CHAT,
-        messages=[{"role": "user", "content": question}], query_text=question, response=answer,
+        project=project,
+        source=Interaction.Source.CHAT,
+        messages=[{"role": "user", "content": question}],
+        query_text=question,
+        response=answer,
         retrieved=[c.as_log_entry(index_version_id=found.index_version.pk) for c in found.chunks],
-        index_version=found.index_version, metadata={"flywheel": {"rag": True}},
-    )  # fmt: skip
+        index_version=found.index_version,
+        metadata={"flywheel": {"rag": True}},
+    )
 
 
 def _project_with_feedback():
@@ -114,15 +142,24 @@ def _project_with_feedback():
     for position, (question, answer, _) in enumerate(FACTS):
         if position < 4:  # the reviewer wrote the ideal answer
             interaction = _served(project, question, UNKNOWN)
-            review_submit(interaction=interaction, reviewer=reviewer, decision="corrected",
-                          ideal_answer=answer)  # fmt: skip
+            review_submit(
+                interaction=interaction,
+                reviewer=reviewer,
+                decision="corrected",
+                ideal_answer=answer,
+            )
         elif position < 6:  # the reviewer approved the model's answer
             interaction = _served(project, question, answer)
             review_submit(interaction=interaction, reviewer=reviewer, decision="approved")
         elif position == 6:  # the reviewer approved the end user's correction
             interaction = _served(project, question, UNKNOWN)
-            rating_submit(interaction=interaction, rater_id="u1", source="api", thumb="down",
-                          correction=answer)  # fmt: skip
+            rating_submit(
+                interaction=interaction,
+                rater_id="u1",
+                source="api",
+                thumb="down",
+                correction=answer,
+            )
             review_submit(interaction=interaction, reviewer=reviewer, decision="approved")
         elif position < 10:  # liked by end users
             interaction = _served(project, question, answer)
@@ -142,8 +179,12 @@ def _project_with_feedback():
     disliked = _served(project, "Where do I download Quillmate?", "From the app store.")
     rating_submit(interaction=disliked, rater_id="u1", source="api", thumb="down")
     unchecked = _served(project, "Can admins extend the bin?", UNKNOWN)
-    rating_submit(interaction=unchecked, rater_id="u1", source="api",
-                  correction="Grove admins can extend the bin to 90 days.")  # fmt: skip
+    rating_submit(
+        interaction=unchecked,
+        rater_id="u1",
+        source="api",
+        correction="Grove admins can extend the bin to 90 days.",
+    )
     nowhere = _served(project, "Who founded Quillmate?", "Two pirates founded it in 1802.")
     review_submit(interaction=nowhere, reviewer=reviewer, decision="approved")
     _served(project, "Does Quillmate work offline?", "Yes, every shelf is kept on each device.")
@@ -203,8 +244,12 @@ def test_too_few_pairs_fails_the_job_with_a_clear_message():
     index_folder(project, DEMO_KNOWLEDGE_BASE)
     reviewer = get_user_model().objects.create_user(username="reviewer")
     for question, answer, _ in FACTS[:3]:
-        review_submit(interaction=_served(project, question, UNKNOWN), reviewer=reviewer,
-                      decision="corrected", ideal_answer=answer)  # fmt: skip
+        review_submit(
+            interaction=_served(project, question, UNKNOWN),
+            reviewer=reviewer,
+            decision="corrected",
+            ideal_answer=answer,
+        )
     job = job_create(project=project, kind=Job.Kind.RETRIEVER_TRAINING, trigger=Job.Trigger.API)
 
     assert job_run(job_id=job.pk, handler=retriever_job.run) == Job.State.FAILED
@@ -223,17 +268,26 @@ def test_parameters_have_defaults_and_unknown_or_bad_ones_are_refused(client):
     assert parameters["auto_promote"] is True and parameters["margin"] == 0.0
     assert parameters["learning_rate"] == 5e-5 and parameters["epochs"] == 4.0
     assert parameters["max_steps"] == 5
-    for bad in ({"lr": 1e-4}, {"eval_fraction": 0}, {"eval_fraction": 1.0}, {"min_pairs": 1},
-                {"margin": -0.1}, {"auto_promote": "yes"}, {"batch_size": 1}):  # fmt: skip
+    for bad in (
+        {"lr": 1e-4},
+        {"eval_fraction": 0},
+        {"eval_fraction": 1.0},
+        {"min_pairs": 1},
+        {"margin": -0.1},
+        {"auto_promote": "yes"},
+        {"batch_size": 1},
+    ):
         with pytest.raises(InvalidJobParameters):
             retriever_job.validate_parameters(dict(bad))
 
     project = ProjectFactory()
     key = api_key_create(project=project, kind="secret", name="app").raw_key
     response = client.post(
-        "/api/v1/jobs", content_type="application/json", **bearer(key),
+        "/api/v1/jobs",
+        content_type="application/json",
+        **bearer(key),
         data=json.dumps({"kind": "retriever_training", "parameters": {"lr": 1}}),
-    )  # fmt: skip
+    )
     assert response.status_code == 400
     assert "lr: unknown retriever training parameter" in response.json()["error"]["message"]
 
@@ -277,12 +331,17 @@ def test_a_retriever_trained_on_feedback_is_promoted_reembeds_the_index_and_roll
     assert first is not None and first.embedding_model_version is None
 
     started = client.post(
-        "/api/v1/jobs", content_type="application/json", **bearer(key),
+        "/api/v1/jobs",
+        content_type="application/json",
+        **bearer(key),
         data=json.dumps({"kind": "retriever_training", "parameters": {"max_steps": 4}}),
-    )  # fmt: skip
+    )
     assert started.status_code == 202, started.content
-    job = wait_for(lambda: _finished(started.json()["id"]), what="retriever training finishing",
-                   deadline_seconds=300)  # fmt: skip
+    job = wait_for(
+        lambda: _finished(started.json()["id"]),
+        what="retriever training finishing",
+        deadline_seconds=300,
+    )
     candidate = EmbeddingModelVersion.objects.filter(training_job_id=job.pk).first()
     try:
         assert job.state == Job.State.SUCCEEDED, job.error
@@ -309,13 +368,15 @@ def test_a_retriever_trained_on_feedback_is_promoted_reembeds_the_index_and_roll
         listed = client.get("/api/v1/embedding-model-versions", **bearer(key)).json()
         assert [v["name"] for v in listed] == [candidate.name]
         assert "path" not in listed[0] and candidate.path not in json.dumps(listed)
-        assert candidate.path not in json.dumps(client.get(
-            f"/api/v1/jobs/{job.pk}", **bearer(key)).json())  # fmt: skip
+        assert candidate.path not in json.dumps(
+            client.get(f"/api/v1/jobs/{job.pk}", **bearer(key)).json()
+        )
 
         refresh = wait_for(
             lambda: _finished(job.metrics["decision"]["index_refresh_job_id"]),
-            what="the index refresh finishing", deadline_seconds=180,
-        )  # fmt: skip
+            what="the index refresh finishing",
+            deadline_seconds=180,
+        )
         assert refresh.parent_id == job.pk and refresh.trigger == Job.Trigger.JOB
         assert refresh.state == Job.State.SUCCEEDED, refresh.error
         second = active_index_version(project=project)

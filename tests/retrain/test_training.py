@@ -21,9 +21,15 @@ FAST = {"learning_rate": 1e-3, "batch_size": 2, "max_length": 256, "r": 8}
 def records(db) -> list[DatasetRecord]:
     project = ProjectFactory()
     version = DatasetVersion.objects.create(
-        project=project, number=1, content_hash="0" * 64, policy={}, counts={"train": len(FACTS)},
-        stats={}, diff={}, trigger=DatasetVersion.Trigger.COMMAND,
-    )  # fmt: skip
+        project=project,
+        number=1,
+        content_hash="0" * 64,
+        policy={},
+        counts={"train": len(FACTS)},
+        stats={},
+        diff={},
+        trigger=DatasetVersion.Trigger.COMMAND,
+    )
     return DatasetRecord.objects.bulk_create(
         [
             DatasetRecord(
@@ -45,8 +51,15 @@ def test_parameters_round_trip_through_json_and_bad_ones_name_their_field():
 
     assert TrainingParameters.from_dict(json.loads(json.dumps(parameters.as_dict()))) == parameters
     assert TrainingParameters.from_dict({}) == TrainingParameters()
-    for bad in ({"r": 0}, {"r": True}, {"learning_rate": "fast"}, {"lora_dropout": 1.0},
-                {"max_steps": 2.5}, {"target_modules": []}, {"epochs": 0}):  # fmt: skip
+    for bad in (
+        {"r": 0},
+        {"r": True},
+        {"learning_rate": "fast"},
+        {"lora_dropout": 1.0},
+        {"max_steps": 2.5},
+        {"target_modules": []},
+        {"epochs": 0},
+    ):
         with pytest.raises(ValueError, match=f"^{next(iter(bad))}: "):
             TrainingParameters.from_dict(bad)
     with pytest.raises(ValueError, match=r"^learning_rat: not a training parameter"):
@@ -58,15 +71,27 @@ def test_training_lowers_the_loss_and_the_adapter_loads_and_generates(records, t
     steps_seen = []
 
     result = lora_train(
-        base_model_path=base_model_path(), records=records,
-        parameters=TrainingParameters(max_steps=12, **FAST), output_dir=tmp_path / "run",
+        base_model_path=base_model_path(),
+        records=records,
+        parameters=TrainingParameters(max_steps=12, **FAST),
+        output_dir=tmp_path / "run",
         on_step=lambda step, total, loss: steps_seen.append((step, total)),
         metadata={"dataset_version": 1, "dataset_hash": "0" * 64},
-    )  # fmt: skip
-    base = evaluate_model(base_model_path=base_model_path(), adapter_dir=None, records=records,
-                          max_new_tokens=16, max_examples=3)  # fmt: skip
-    trained = evaluate_model(base_model_path=base_model_path(), adapter_dir=result.adapter_dir,
-                             records=records, max_new_tokens=16, max_examples=3)  # fmt: skip
+    )
+    base = evaluate_model(
+        base_model_path=base_model_path(),
+        adapter_dir=None,
+        records=records,
+        max_new_tokens=16,
+        max_examples=3,
+    )
+    trained = evaluate_model(
+        base_model_path=base_model_path(),
+        adapter_dir=result.adapter_dir,
+        records=records,
+        max_new_tokens=16,
+        max_examples=3,
+    )
 
     assert steps_seen == [(step, 12) for step in range(1, 13)]
     assert result.steps == 12 and result.resumed_from_step is None
@@ -102,11 +127,13 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_
 
     with pytest.raises(TrainingStopped):
         lora_train(
-            base_model_path=base_model_path(), records=records, parameters=parameters,
+            base_model_path=base_model_path(),
+            records=records,
+            parameters=parameters,
             output_dir=tmp_path / "interrupted",
             on_step=lambda step, total, loss: completed_steps.append(step),
             should_stop=lambda: len(completed_steps) >= 4,
-        )  # fmt: skip
+        )
     checkpoint = tmp_path / "interrupted" / "checkpoint"
     assert json.loads((checkpoint / "progress.json").read_text())["step"] == 4
     assert (checkpoint / "adapter" / "adapter_model.safetensors").exists()
@@ -132,14 +159,22 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_
 def test_a_checkpoint_of_other_parameters_is_not_resumed(records, tmp_path):
     messages = []
     with pytest.raises(TrainingStopped):
-        lora_train(base_model_path=base_model_path(), records=records,
-                   parameters=TrainingParameters(max_steps=1, **FAST),
-                   output_dir=tmp_path, should_stop=lambda: True)  # fmt: skip
+        lora_train(
+            base_model_path=base_model_path(),
+            records=records,
+            parameters=TrainingParameters(max_steps=1, **FAST),
+            output_dir=tmp_path,
+            should_stop=lambda: True,
+        )
     assert (tmp_path / "checkpoint").exists()
 
-    result = lora_train(base_model_path=base_model_path(), records=records,
-                        parameters=TrainingParameters(max_steps=1, seed=1, **FAST),
-                        output_dir=tmp_path, log=messages.append)  # fmt: skip
+    result = lora_train(
+        base_model_path=base_model_path(),
+        records=records,
+        parameters=TrainingParameters(max_steps=1, seed=1, **FAST),
+        output_dir=tmp_path,
+        log=messages.append,
+    )
 
     assert result.resumed_from_step is None and result.steps == 1
     assert any("starting over" in message for message in messages)

@@ -33,8 +33,13 @@ FACTS = [
     ("What does the Orbit's amber light mean?", "Amber means the hub is syncing."),
     ("How heavy is the Orbit hub?", "The Orbit hub weighs 340 grams."),
 ]
-SMALL_TRAINING = {"r": 8, "lora_alpha": 16, "learning_rate": 2e-3, "batch_size": 2,
-                  "max_length": 256}  # fmt: skip
+SMALL_TRAINING = {
+    "r": 8,
+    "lora_alpha": 16,
+    "learning_rate": 2e-3,
+    "batch_size": 2,
+    "max_length": 256,
+}
 
 
 def _project_with_corrections():
@@ -46,8 +51,9 @@ def _project_with_corrections():
     interactions = []
     for question, answer in FACTS:
         interaction = served(project, question, answer="I do not know.")
-        rating_submit(interaction=interaction, rater_id="u", source="api", thumb="down",
-                      correction=answer)  # fmt: skip
+        rating_submit(
+            interaction=interaction, rater_id="u", source="api", thumb="down", correction=answer
+        )
         interactions.append(interaction)
     curate(project, *interactions)
     return project
@@ -81,10 +87,17 @@ def training_worker(django_db_setup, tmp_path):
 
 def _chat_model_version(client, key) -> str:
     response = client.post(
-        "/v1/chat/completions", content_type="application/json", **bearer(key),
-        data=json.dumps({"messages": [{"role": "user", "content": FACTS[0][0]}],
-                         "max_tokens": 8, "flywheel": {"rag": False}}),
-    )  # fmt: skip
+        "/v1/chat/completions",
+        content_type="application/json",
+        **bearer(key),
+        data=json.dumps(
+            {
+                "messages": [{"role": "user", "content": FACTS[0][0]}],
+                "max_tokens": 8,
+                "flywheel": {"rag": False},
+            }
+        ),
+    )
     return response.json()["flywheel"]["model_version"]["name"]
 
 
@@ -97,14 +110,25 @@ def test_a_trained_candidate_that_beats_production_is_promoted_and_served_then_r
     base = model_version_production_ensure(project=project)
 
     started = client.post(
-        "/api/v1/jobs", content_type="application/json", **bearer(key),
-        data=json.dumps({"kind": "lora_training", "parameters": {
-            **SMALL_TRAINING, "max_steps": 12, "golden_set": _golden_set(),
-            "evaluation_max_new_tokens": 8}}),
-    )  # fmt: skip
+        "/api/v1/jobs",
+        content_type="application/json",
+        **bearer(key),
+        data=json.dumps(
+            {
+                "kind": "lora_training",
+                "parameters": {
+                    **SMALL_TRAINING,
+                    "max_steps": 12,
+                    "golden_set": _golden_set(),
+                    "evaluation_max_new_tokens": 8,
+                },
+            }
+        ),
+    )
     assert started.status_code == 202, started.content
-    training = wait_for(lambda: _finished(started.json()["id"]),
-                        what="training finishing", deadline_seconds=900)  # fmt: skip
+    training = wait_for(
+        lambda: _finished(started.json()["id"]), what="training finishing", deadline_seconds=900
+    )
     assert training.state == "succeeded", training.error
     assert [p["step"] for p in training.metrics["loss_curve"]] == list(range(1, 13))
     candidate = training.model_version
@@ -114,8 +138,9 @@ def test_a_trained_candidate_that_beats_production_is_promoted_and_served_then_r
 
     evaluation_job = wait_for(
         lambda: _finished(Job.objects.get(parent=training, kind="evaluation").pk),
-        what="the evaluation finishing", deadline_seconds=900,
-    )  # fmt: skip
+        what="the evaluation finishing",
+        deadline_seconds=900,
+    )
     assert evaluation_job.state == "succeeded", evaluation_job.error
     scores = evaluation_job.metrics["suites"]["golden_set"]
     assert scores["candidate"]["eval_loss"] < scores["production"]["eval_loss"]
@@ -141,10 +166,15 @@ def test_the_gate_refuses_a_candidate_that_is_worse(tmp_path):
         r=8, lora_alpha=64, target_modules=["q_proj", "v_proj"], init_lora_weights=False
     )  # random weights: a worse model
     get_peft_model(model, damaging).save_pretrained(tmp_path / "adapter")
-    worse = ModelVersion.objects.create(project=project, name="worse", base_model="",
-                                        adapter_path=str(tmp_path / "adapter"))  # fmt: skip
-    job = job_create(project=project, kind="evaluation", trigger="api", parameters={
-        "model_version": worse.pk, "golden_set": _golden_set(), "max_new_tokens": 8})  # fmt: skip
+    worse = ModelVersion.objects.create(
+        project=project, name="worse", base_model="", adapter_path=str(tmp_path / "adapter")
+    )
+    job = job_create(
+        project=project,
+        kind="evaluation",
+        trigger="api",
+        parameters={"model_version": worse.pk, "golden_set": _golden_set(), "max_new_tokens": 8},
+    )
 
     assert job_run(job_id=job.pk, handler=evaluation.run) == "succeeded"
 
@@ -165,30 +195,38 @@ def test_a_killed_training_worker_is_replaced_and_the_job_resumes_from_its_check
     database_url = database_url_from_config(connection.settings_dict)
 
     def start_worker(name, *, wait=True):
-        return worker_start(database_url=database_url, log_path=tmp_path / name,
-                            queues=[Queue.TRAINING.value], wait=wait)  # fmt: skip
+        return worker_start(
+            database_url=database_url,
+            log_path=tmp_path / name,
+            queues=[Queue.TRAINING.value],
+            wait=wait,
+        )
 
     first = start_worker("first.log")
-    parameters = {**SMALL_TRAINING, "max_steps": 12, "checkpoint_every_steps": 3,
-                  "evaluate": False}  # fmt: skip
+    parameters = {**SMALL_TRAINING, "max_steps": 12, "checkpoint_every_steps": 3, "evaluate": False}
     job = job_create(project=project, kind="lora_training", trigger="api", parameters=parameters)
     try:
         wait_for(
             lambda: len(Job.objects.get(pk=job.pk).metrics.get("loss_curve", [])) >= 4,
-            what="four training steps", deadline_seconds=600,
-        )  # fmt: skip
+            what="four training steps",
+            deadline_seconds=600,
+        )
         os.killpg(first.process.pid, signal.SIGKILL)
         first.process.wait()
     finally:
         first.stop()
     settings.FLYWHEEL_JOB_HEARTBEAT_TIMEOUT_SECONDS = 1
-    wait_for(lambda: job.pk in jobs_reap_stale()["retried"],
-             what="the reaper noticing the dead worker", deadline_seconds=60)  # fmt: skip
+    wait_for(
+        lambda: job.pk in jobs_reap_stale()["retried"],
+        what="the reaper noticing the dead worker",
+        deadline_seconds=60,
+    )
 
     second = start_worker("second.log", wait=False)  # takes the re-queued job once up
     try:
-        finished = wait_for(lambda: _finished(job.pk), what="the resumed run finishing",
-                            deadline_seconds=900)  # fmt: skip
+        finished = wait_for(
+            lambda: _finished(job.pk), what="the resumed run finishing", deadline_seconds=900
+        )
     finally:
         second.stop()
     assert finished.state == "succeeded", finished.error
@@ -205,8 +243,11 @@ def test_cancelling_a_training_job_stops_it_and_removes_its_files(client, traini
     key = api_key_create(project=project, kind="secret", name="app").raw_key
     parameters = {**SMALL_TRAINING, "max_steps": 200, "evaluate": False}
     job = job_create(project=project, kind="lora_training", trigger="api", parameters=parameters)
-    wait_for(lambda: Job.objects.get(pk=job.pk).metrics.get("loss_curve"),
-             what="training under way", deadline_seconds=600)  # fmt: skip
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).metrics.get("loss_curve"),
+        what="training under way",
+        deadline_seconds=600,
+    )
 
     cancelled = client.post(f"/api/v1/jobs/{job.pk}/cancel", **bearer(key))
     assert cancelled.json()["cancel_requested"] is True

@@ -34,8 +34,9 @@ class Command(BaseCommand):
             except json.JSONDecodeError:
                 parameters[key] = raw
         try:
-            job = job_create(project=found, kind=kind, trigger=Job.Trigger.COMMAND,
-                             parameters=parameters)  # fmt: skip
+            job = job_create(
+                project=found, kind=kind, trigger=Job.Trigger.COMMAND, parameters=parameters
+            )
         except InvalidJobParameters as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"Job {job.pk} queued: {job.get_kind_display()}")
