@@ -57,7 +57,8 @@ def verified_answer_sync(*, interaction: Interaction, review: Review) -> None:
     """The latest review decides the interaction's verified answer: an approved answer is
     published (replacing an earlier one); anything else withdraws it."""
     answer = approved_answer(review=review)
-    if answer:
+    # A logged exchange without a user question has nothing a later question could match.
+    if answer and interaction.query_text.strip():
         verified_answer_publish(interaction=interaction, review_id=review.pk, answer=answer)
     else:
         verified_answers_withdraw(
