@@ -100,6 +100,17 @@ class Command(BaseCommand):
             help="the answer mode of the last stage of a turn ('generate' skips that stage)",
         )
         parser.add_argument(
+            "--one-stage-per-turn",
+            action="store_true",
+            help="measure each turn once with every mechanism on, not each mechanism apart "
+            "(for runs of many turns)",
+        )
+        parser.add_argument(
+            "--database",
+            default=BENCH_DATABASE_NAME,
+            help="the database (recreated) to run on; give concurrent runs different ones",
+        )
+        parser.add_argument(
             "--redis-db",
             type=int,
             default=13,
@@ -130,6 +141,7 @@ class Command(BaseCommand):
                 verified_answers=not options["no_verified_answers"],
                 retriever_training=not options["no_retriever_training"],
                 answer_mode=options["answer_mode"],
+                stage_per_mechanism=not options["one_stage_per_turn"],
             )
         except (OSError, QuestionFileError, ValueError) as error:
             raise CommandError(str(error)) from error
@@ -144,8 +156,8 @@ class Command(BaseCommand):
         shutil.rmtree(artifacts_dir, ignore_errors=True)
         signal.signal(signal.SIGTERM, _stop_on_sigterm)
 
-        self.stdout.write(f"Creating the bench database {BENCH_DATABASE_NAME}")
-        database_url = bench_database_use()
+        self.stdout.write(f"Creating the bench database {options['database']}")
+        database_url = bench_database_use(name=options["database"])
         redis = bench_redis_use(database=options["redis_db"])
         workers = []
         try:

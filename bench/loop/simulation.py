@@ -76,6 +76,8 @@ class LoopSettings:
     verified_answers: bool = True
     retriever_training: bool = True
     answer_mode: str = "grounded"
+    # False: one stage per turn with every mechanism on (cheaper, for many turns).
+    stage_per_mechanism: bool = True
 
     def __post_init__(self) -> None:
         if self.turns < 1:
@@ -306,6 +308,9 @@ class LoopRun:
         record["corrected"] = self._approve_corrections(asked)
         record["curation"] = self._wait_for_curation()
         record.update(self._snapshot_and_refresh())
+        if not self.settings.stage_per_mechanism:
+            self._turn_all_mechanisms(turn, record)
+            return
         training_job_id = None
         if self.settings.train_steps:
             # The training worker trains while this process measures the refresh: two cores,
@@ -341,6 +346,30 @@ class LoopRun:
         record["wall_seconds"] = round(time.monotonic() - started, 1)
         self.on_progress(self.result)
 
+    def _turn_all_mechanisms(self, turn: int, record: dict) -> None:
+        """The rest of a turn measured once, with every mechanism the settings enable on."""
+        started = time.monotonic()
+        self._serving_policy(
+            verified_answers=ServingPolicy.VerifiedAnswersMode.VERBATIM
+            if self.settings.verified_answers
+            else ServingPolicy.VerifiedAnswersMode.OFF,
+            answer_mode=self.settings.answer_mode,
+        )
+        if self.settings.retriever_training:
+            record["retriever"] = self._retriever_train_and_measure(turn, measure=False)
+        if self.settings.verified_answers:
+            record["verified_answers"] = self._verified_answers_state()
+        if self.settings.train_steps:
+            self.log(f"Turn {turn}: LoRA training, {self.settings.train_steps} steps")
+            training_job_id = self._training_start(dataset_version=record["dataset_version"])
+            record["training"] = self._training_finish_and_measure(
+                turn, training_job_id=training_job_id
+            )
+        else:
+            self._stage(f"turn{turn}_loop", f"turn {turn}: the whole loop", turn=turn, rag=True)
+        record["wall_seconds"] = round(time.monotonic() - started, 1)
+        self.on_progress(self.result)
+
     def _serving_policy(self, **fields) -> None:
         """What an admin sets on the project's serving policy (dashboard or admin)."""
         ServingPolicy.objects.update_or_create(project=self.setup.project, defaults=fields)
@@ -360,7 +389,7 @@ class LoopRun:
             "calibration": policy.calibration,
         }
 
-    def _retriever_train_and_measure(self, turn: int) -> dict:
+    def _retriever_train_and_measure(self, turn: int, *, measure: bool = True) -> dict:
         """Fine-tune the retriever on the feedback so far; when its held-out hits beat the
         current one's it is promoted and the index rebuilt with it, then measured."""
         deadline = self.settings.job_deadline_seconds
@@ -379,6 +408,8 @@ class LoopRun:
         summary["index_refresh"] = refresh_job["metrics"]
         if self.settings.verified_answers:
             summary["verified_answers"] = self._verified_answers_state()
+        if not measure:
+            return summary
         self._stage(
             f"turn{turn}_retriever",
             f"turn {turn}: + retriever trained on feedback",
