@@ -104,21 +104,32 @@ def document_index(*, document_id: int) -> int | None:
             return None
         Chunk.objects.filter(index_version=version, document=document).delete()
         Chunk.objects.bulk_create(
-            Chunk(
-                project=document.project,
-                index_version=version,
-                document=document,
-                position=draft.position,
-                heading=draft.heading,
-                text=draft.text,
-                metadata=document.metadata,
-                content_hash=content_hash,
-                embedding=vector,
+            document_chunks_build(
+                document=document, version=version, drafts=drafts, hashes=hashes, vectors=vectors
             )
-            for draft, content_hash, vector in zip(drafts, hashes, vectors, strict=True)
         )
         Document.objects.filter(pk=document.pk).update(indexed_hash=document.content_hash)
     return len(drafts)
+
+
+def document_chunks_build(
+    *, document: Document, version: IndexVersion, drafts: list, hashes: list[str], vectors
+) -> list[Chunk]:
+    """The chunk rows of `document` in `version`: one per draft, with its hash and vector."""
+    return [
+        Chunk(
+            project_id=document.project_id,
+            index_version=version,
+            document=document,
+            position=draft.position,
+            heading=draft.heading,
+            text=draft.text,
+            metadata=document.metadata,
+            content_hash=content_hash,
+            embedding=vector,
+        )
+        for draft, content_hash, vector in zip(drafts, hashes, vectors, strict=True)
+    ]
 
 
 def documents_stale_ids(*, limit: int = 1000) -> list[int]:

@@ -10,6 +10,7 @@ from flywheel.chunking import document_chunks
 from flywheel.models import Chunk, Document, IndexVersion, Project
 from flywheel.services.indexing import (
     chunking_options_from_settings,
+    document_chunks_build,
     embedding_model_name,
     embeddings_for_passages,
     passage_for_embedding,
@@ -76,18 +77,9 @@ def index_version_build(
         embedded += fresh
         reused += len(passages) - fresh
         Chunk.objects.bulk_create(
-            Chunk(
-                project=project,
-                index_version=version,
-                document=document,
-                position=draft.position,
-                heading=draft.heading,
-                text=draft.text,
-                metadata=document.metadata,
-                content_hash=content_hash,
-                embedding=vector,
+            document_chunks_build(
+                document=document, version=version, drafts=drafts, hashes=hashes, vectors=vectors
             )
-            for draft, content_hash, vector in zip(drafts, hashes, vectors, strict=True)
         )
         if on_progress:
             on_progress(number, total)
