@@ -51,7 +51,7 @@ class Migration(migrations.Migration):
                 ('updated_at', models.DateTimeField(auto_now=True)),
                 ('verified_answers', models.CharField(choices=[('verbatim', 'Serve the verified answer as it was approved'), ('first_passage', 'Give it to the generator as the first passage'), ('off', 'Off')], default='verbatim', max_length=20)),
                 ('verified_match_threshold', models.FloatField(blank=True, help_text='Cosine similarity a question needs to match a verified question; empty uses the calibrated value.', null=True)),
-                ('verified_match_evidence_depth', models.PositiveSmallIntegerField(default=5, help_text="The verified answer's passage must be among this many top passages of the new question; 0 skips the check.")),
+                ('verified_match_evidence_depth', models.PositiveSmallIntegerField(default=1, help_text="The verified answer's passage must be among this many top passages of the new question; 0 skips the check.")),
                 ('calibration_false_match_rate', models.FloatField(default=0.02)),
                 ('calibrated_threshold', models.FloatField(blank=True, null=True)),
                 ('calibration', models.JSONField(blank=True, default=dict)),
