@@ -1,10 +1,12 @@
 """An instruction example's messages, built by the code that built the serving prompt
-(RAFT-style: the retrieved context as it was served), PII-scrubbed, and its content hash."""
+(RAFT-style: the retrieved context as it was served, with the passage that holds the answer
+among the distractors), PII-scrubbed, and its content hash."""
 
 import hashlib
 import re
 
-from flywheel.models import Interaction
+from flywheel.grounding import groundedness
+from flywheel.models import Interaction, VerifiedAnswer
 from flywheel.services.chat import prompt_messages_build
 from retrain.models import CurationPolicy
 
@@ -16,6 +18,39 @@ def _served_passages(interaction: Interaction) -> list[dict] | None:
     if served_by_us:
         return interaction.retrieved if rag_on else None
     return interaction.retrieved or None
+
+
+# A passage "holds" the answer when it contains this share of the answer's content words.
+HOLDS_ANSWER_GROUNDEDNESS = 0.5
+
+
+def _with_answer_passage(
+    interaction: Interaction, target: str, passages: list[dict] | None
+) -> list[dict] | None:
+    """RAFT: the model learns to answer from the passage that holds the answer, among the
+    served ones as distractors. When no served passage holds the target (retrieval missed it),
+    the passage a verified answer rests on is put first, so the example does not teach the
+    model to answer without its evidence."""
+    if not passages:
+        return passages
+    if any(
+        groundedness(answer=target, passages=[passage.get("text", "")]) >= HOLDS_ANSWER_GROUNDEDNESS
+        for passage in passages
+    ):
+        return passages
+    verified = (
+        VerifiedAnswer.objects.filter(
+            interaction=interaction, status=VerifiedAnswer.Status.ACTIVE, answer=target
+        )
+        .only("evidence")
+        .first()
+    )
+    if verified is None or not verified.evidence:
+        return passages
+    return [
+        {**passage, "rank": rank}
+        for rank, passage in enumerate([verified.evidence[0], *passages], start=1)
+    ]
 
 
 def scrubber_for(policy: CurationPolicy):
@@ -36,7 +71,7 @@ def example_messages_build(
     prompt = prompt_messages_build(
         project=interaction.project,
         messages=interaction.messages,
-        passages=_served_passages(interaction),
+        passages=_with_answer_passage(interaction, target, _served_passages(interaction)),
     )
     scrubbed = [
         message

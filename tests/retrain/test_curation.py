@@ -11,6 +11,7 @@ from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
 from retrain.curation.policy import curation_policy_get
 from retrain.models import CurationPolicy, InstructionExample
+from tests.conftest import DEMO_KNOWLEDGE_BASE, index_folder
 from tests.factories import PARAPHRASES, ProjectFactory, curate, served
 
 
@@ -213,3 +214,24 @@ def test_the_paraphrase_set_is_really_separable():
         vectors = embed_texts(PARAPHRASES[first] + PARAPHRASES[second])
         across = vectors[: len(PARAPHRASES[first])] @ vectors[len(PARAPHRASES[first]) :].T
         assert across.max() < threshold
+
+
+def test_an_example_whose_served_passages_miss_the_answer_gets_the_passage_that_holds_it(
+    reviewer,
+):
+    project = ProjectFactory()
+    index_folder(project, DEMO_KNOWLEDGE_BASE)
+    # Served with a billing passage only: retrieval missed the page that holds the answer.
+    interaction = served(project, "How long does the bin keep deleted notes?", "Forever.")
+    answer = "A deleted note stays in the shelf's bin for 30 days."
+    review_submit(
+        interaction=interaction, reviewer=reviewer, decision="corrected", ideal_answer=answer
+    )
+
+    system, _, assistant = curate(project, interaction)[interaction.pk].messages
+
+    assert assistant["content"] == answer
+    context = system["content"].split("Context:\n", 1)[1]
+    first, second = context.split("\n\n[2]", 1)
+    assert first.startswith("[1]") and "30 days" in first, "the passage holding the answer"
+    assert "Refunds within 14 days." in second, "the served passage stays, as a distractor"
