@@ -76,7 +76,10 @@ def test_retrieval_reads_only_the_active_index_version_of_its_own_project():
     first = IndexVersion.objects.get(project=project)
     IndexVersion.objects.filter(pk=first.pk).update(status=IndexVersion.Status.RETIRED)
     empty = IndexVersion.objects.create(
-        project=project, number=2, status=IndexVersion.Status.ACTIVE, embedding_model="same"
+        project=project,
+        number=2,
+        status=IndexVersion.Status.ACTIVE,
+        embedding_model=first.embedding_model,
     )
 
     result = retrieve(project=project, query="E-2218", options=RetrievalOptions())
