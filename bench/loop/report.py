@@ -104,7 +104,7 @@ def report_plot(*, report: dict, path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     stages = report["stages"]
-    labels = [stage["label"].replace(": ", ":\n") for stage in stages]
+    labels = [stage["label"] for stage in stages]
     figure, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
     for axis, (metric, title) in zip(axes.flat, PLOTTED_METRICS.items(), strict=True):
         for group, group_label in GROUP_LABELS.items():
@@ -115,7 +115,8 @@ def report_plot(*, report: dict, path: Path) -> Path:
         axis.set_title(title)
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)
-        axis.set_xticks(range(len(stages)), labels, fontsize=8)
+        # Stage labels are long: slanted, they do not run into each other.
+        axis.set_xticks(range(len(stages)), labels, fontsize=8, rotation=25, ha="right")
     axes.flat[0].legend(fontsize=8, loc="lower right")
     figure.suptitle(
         f"Flywheel closed loop: {report['questions']['training']} training questions, "
