@@ -2,6 +2,7 @@
 on a real worker with the bundled MiniLM, promoted, the index re-embedded by it, and rolled
 back with the index that goes with the previous retriever."""
 
+import io
 import json
 import os
 import shutil
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import CommandError
 
 from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
@@ -419,3 +422,23 @@ def test_a_retriever_trained_on_feedback_is_promoted_reembeds_the_index_and_roll
     finally:
         if candidate is not None:
             shutil.rmtree(candidate.path, ignore_errors=True)
+
+
+@pytest.mark.django_db
+def test_the_rollback_command_restores_the_previous_retriever_or_says_there_is_none():
+    project = ProjectFactory()
+    index_folder(project, DEMO_KNOWLEDGE_BASE)
+    with pytest.raises(CommandError, match="No fine-tuned retriever"):
+        call_command("rollback", "retriever", "--project", project.slug)
+
+    version = EmbeddingModelVersion.objects.create(
+        project=project, name="retriever-1", path=embedding_model_name(), metrics={}
+    )
+    embedding_model_version_promote(version=version)
+    output = io.StringIO()
+    call_command("rollback", "retriever", "--project", project.slug, stdout=output)
+
+    assert "the bundled embedding model" in output.getvalue()
+    version.refresh_from_db()
+    assert version.status == "retired"
+    assert embedding_model_version_production(project=project) is None
