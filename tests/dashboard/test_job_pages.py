@@ -385,6 +385,9 @@ def test_an_evaluation_and_a_snapshot_start_from_the_dashboard(
         ("lora_training", {"dataset_version": "9"}, "dataset_version", "Select a valid choice"),
         ("evaluation", {"max_examples": "10"}, "model_version", "This field is required"),
         ("evaluation", {"golden_set": "../etc/passwd"}, "golden_set", "Select a valid choice"),
+        ("retriever_training", {"learning_rate": "nan"}, "learning_rate", "Enter a number"),
+        ("retriever_training", {"epochs": "inf"}, "epochs", "Enter a number"),
+        ("retriever_training", {"eval_fraction": "0.95"}, "eval_fraction", "less than or equal"),
     ],
 )
 def test_values_the_form_refuses_create_no_job(
@@ -408,6 +411,7 @@ def test_values_the_form_refuses_create_no_job(
         ("lora_training", {"r": "5000"}, "r: must be an integer from 1 to 1024"),
         ("lora_training", {"learning_rate": "2"}, "learning_rate: must be a number"),
         ("evaluation", {"max_new_tokens": "5000"}, "max_new_tokens must be an integer"),
+        ("retriever_training", {"batch_size": "99999999999999999999"}, "batch_size"),
     ],
 )
 def test_values_the_job_kind_refuses_are_shown_as_a_form_error(

@@ -448,6 +448,18 @@ def test_an_empty_threshold_goes_back_to_the_default_until_calibrated(client, pr
             "less than or equal to 0.5",
         ),
         ({"verified_match_threshold": "nan"}, "verified_match_threshold", "Enter a number"),
+        ({"groundedness_threshold": "inf"}, "groundedness_threshold", "Enter a number"),
+        (
+            {"calibration_false_match_rate": "-Infinity"},
+            "calibration_false_match_rate",
+            "Enter a number",
+        ),
+        (
+            {"verified_match_evidence_depth": "99999999999999999999"},
+            "verified_match_evidence_depth",
+            "less than or equal to 20",
+        ),
+        ({"answer_mode": "quote\x00"}, "answer_mode", "Select a valid choice"),
         ({"answer_mode": "guess"}, "answer_mode", "Select a valid choice"),
     ],
 )

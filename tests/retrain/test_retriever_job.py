@@ -442,3 +442,43 @@ def test_the_rollback_command_restores_the_previous_retriever_or_says_there_is_n
     version.refresh_from_db()
     assert version.status == "retired"
     assert embedding_model_version_production(project=project) is None
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"kind": "retriever_training", "parameters": {"learning_rate": NaN}}',
+        '{"kind": "retriever_training", "parameters": {"epochs": Infinity}}',
+        '{"kind": "retriever_training", "parameters": {"eval_fraction": -Infinity}}',
+        '{"kind": "retriever_training", "parameters": {"margin": 1e400}}',
+        '{"kind": "retriever_training", "parameters": {"min_pairs": 99999999999999999999999}}',
+        '{"kind": "retriever_training", "parameters": {"batch_size": -9223372036854775809}}',
+        '{"kind": "retriever_training", "parameters": {"seed\\u0000": 1}}',
+        '{"kind": "retriever_training", "parameters": {"learning_rate": "\\ud800"}}',
+        '{"kind": "retriever_training", "parameters": {"max_steps": "2026-13-45"}}',
+    ],
+)
+def test_bad_retriever_training_parameters_get_a_400_and_no_job(client, body):
+    project = ProjectFactory()
+    key = api_key_create(project=project, kind="secret", name="app").raw_key
+
+    response = client.post(
+        "/api/v1/jobs", data=body, content_type="application/json", **bearer(key)
+    )
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]["message"]
+    assert not Job.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("version_id", ["99999999999999999999999", "-1", "0"])
+def test_promoting_a_retriever_that_does_not_exist_is_a_404(client, version_id):
+    project = ProjectFactory()
+    key = api_key_create(project=project, kind="secret", name="app").raw_key
+
+    response = client.post(f"/api/v1/embedding-model-versions/{version_id}/promote", **bearer(key))
+
+    assert response.status_code == 404, response.content
+    assert response["Content-Type"].startswith("application/json")
