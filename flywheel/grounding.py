@@ -53,8 +53,6 @@ DEFAULT_MIN_QUOTE_SCORE = 0.25
 CLOSE_SCORE_MARGIN = 0.03
 ADJACENT_SCORE_RATIO = 0.85
 
-DEFAULT_GROUNDED_THRESHOLD = 0.6
-
 
 def _word_set(words: str) -> frozenset[str]:
     """A set of words written as one whitespace-separated string (long lists stay readable)."""
@@ -573,10 +571,3 @@ def groundedness(*, answer: str, passages: Sequence[str]) -> float:
     passage_tokens = {token for passage in passages for token in _content_tokens(passage)}
     found = sum(1 for token in answer_tokens if token in passage_tokens)
     return found / len(answer_tokens)
-
-
-def grounded(
-    answer: str, passages: Sequence[str], threshold: float = DEFAULT_GROUNDED_THRESHOLD
-) -> bool:
-    """Whether at least `threshold` of the answer's content tokens come from the passages."""
-    return groundedness(answer=answer, passages=passages) >= threshold

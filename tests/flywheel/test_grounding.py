@@ -15,7 +15,6 @@ import pytest
 
 from flywheel.grounding import (
     Quote,
-    grounded,
     groundedness,
     quote_answer,
     split_sentences,
@@ -412,12 +411,3 @@ def test_made_up_numbers_and_words_count_against_groundedness():
 def test_an_answer_without_content_tokens_is_not_grounded():
     assert groundedness(answer="", passages=PASSAGES) == 0.0
     assert groundedness(answer="It is what it is, and so it was.", passages=PASSAGES) == 0.0
-    assert not grounded("", PASSAGES)
-
-
-def test_grounded_applies_the_threshold():
-    answer = "The API accepts 500 requests per second."  # groundedness 0.6
-
-    assert grounded(answer, PASSAGES)
-    assert not grounded(answer, PASSAGES, threshold=0.8)
-    assert not grounded(answer, [], threshold=0.1)
