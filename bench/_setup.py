@@ -23,6 +23,22 @@ def _url_with_database(url: str, database: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{database}"))
 
 
+def bench_django_join(database_name: str) -> None:
+    """Set Django up on an existing database of the embedded PostgreSQL (one a benchmark left
+    behind), without recreating or migrating it."""
+    from config.settings.database import embedded_database_url
+    from config.settings.environment import env_path
+
+    server_url = embedded_database_url(
+        env_path("FLYWHEEL_VAR_DIR", REPOSITORY_ROOT / "var") / "postgres"
+    )
+    os.environ["DATABASE_URL"] = _url_with_database(server_url, database_name)
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.development"
+    import django
+
+    django.setup()
+
+
 def bench_django_setup(database_name: str = BENCH_DATABASE_NAME) -> str:
     """Start (or join) the embedded PostgreSQL, recreate the bench database, set Django up on
     it and migrate. Returns the database URL, for raw psycopg connections.

@@ -16,14 +16,13 @@ answer's evidence must be among the question's own passages — is scored:
 """
 
 import argparse
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._setup import REPOSITORY_ROOT, _url_with_database, machine_context, table
+from bench._setup import bench_django_join, machine_context, table
 
 THRESHOLDS = (0.50, 0.55, 0.60, 0.65, 0.70, 0.75, 0.80, 0.85, 0.90)
 DEPTHS = (1, 2, 3, 5)
@@ -92,17 +91,7 @@ def main() -> None:
     parser.add_argument("--project", default="loop-bench")
     args = parser.parse_args()
 
-    from config.settings.database import embedded_database_url
-    from config.settings.environment import env_path
-
-    server = embedded_database_url(
-        env_path("FLYWHEEL_VAR_DIR", REPOSITORY_ROOT / "var") / "postgres"
-    )
-    os.environ["DATABASE_URL"] = _url_with_database(server, args.database)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.development"
-    import django
-
-    django.setup()
+    bench_django_join(args.database)
     import torch
 
     torch.set_num_threads(1)

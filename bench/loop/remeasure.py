@@ -9,9 +9,8 @@ answer mode and verified-answer mode given, without running another turn:
 """
 
 import argparse
-import os
 
-from bench._setup import REPOSITORY_ROOT, _url_with_database
+from bench._setup import bench_django_join
 
 
 def main() -> None:
@@ -32,16 +31,7 @@ def main() -> None:
     parser.add_argument("--project", default="loop-bench")
     args = parser.parse_args()
 
-    from config.settings.database import embedded_database_url
-    from config.settings.environment import env_path
-
-    var_dir = env_path("FLYWHEEL_VAR_DIR", REPOSITORY_ROOT / "var")
-    server = embedded_database_url(var_dir / "postgres")
-    os.environ["DATABASE_URL"] = _url_with_database(server, args.database)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.development"
-    import django
-
-    django.setup()
+    bench_django_join(args.database)
     import torch
 
     torch.set_num_threads(1)
