@@ -2,9 +2,11 @@
 many texts per second `pii_scrub` handles on them.
 
 The labelled set (tests/data/pii/labelled.jsonl) is repeated until it holds --texts texts;
-each text is scrubbed on its own, as curation does. Person names are not detected (see
-retrain/curation/pii.py for the measurements behind that), so there is no figure with names: the
-PERSON row of the table shows what is left in.
+each text is scrubbed on its own, as curation does, with the kinds the default policy scrubs
+for its source (end-user messages, model answers or corrections; IP addresses only in
+end-user messages, private-range ones only on lines marked to scrub them). Person names are
+not detected (see retrain/curation/pii.py for the measurements behind that), so there is no
+figure with names: the PERSON row of the table shows what is left in.
 
 Run from the repository root: .venv/bin/python bench/pii.py [--texts 5000]
 """
@@ -20,7 +22,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench._setup import REPOSITORY_ROOT, _cpu_model, _memory_gib, percentiles, table
-from retrain.curation.pii import pii_evaluate, pii_labelled_read, pii_scrub
+from retrain.curation.pii import (
+    PII_ENTITIES_DEFAULT,
+    PII_SOURCES,
+    pii_evaluate,
+    pii_labelled_read,
+    pii_scrub,
+)
 
 LABELLED_PATH = REPOSITORY_ROOT / "tests" / "data" / "pii" / "labelled.jsonl"
 ROUNDS = 3
@@ -40,7 +48,10 @@ def main() -> None:
         f"Python {platform.python_version()}"
     )
     labelled = pii_labelled_read(LABELLED_PATH)
-    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {len(labelled)} labelled lines")
+    by_source = ", ".join(
+        f"{sum(item.source == source for item in labelled)} {source}" for source in PII_SOURCES
+    )
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · {len(labelled)} labelled lines ({by_source})")
 
     scores = pii_evaluate(labelled)
     rows = [
@@ -57,20 +68,20 @@ def main() -> None:
     print()
     print(table(["kind", "labelled", "found", "matched", "recall", "precision"], rows))
 
-    texts = [text for text, _ in labelled] * (args.texts // len(labelled) + 1)
+    texts = labelled * (args.texts // len(labelled) + 1)
     texts = texts[: args.texts]
     round_seconds = []
     latencies_ms = []
     for _ in range(ROUNDS):
         round_started = time.perf_counter()
-        for text in texts:
+        for text, _, source, scrub_private_ips in texts:
             started = time.perf_counter()
-            pii_scrub(text)
+            pii_scrub(text, kinds=PII_ENTITIES_DEFAULT[source], scrub_private_ips=scrub_private_ips)
             latencies_ms.append((time.perf_counter() - started) * 1000)
         round_seconds.append(time.perf_counter() - round_started)
     p50, p95 = percentiles(latencies_ms)
     best = min(round_seconds)
-    characters = sum(map(len, texts))
+    characters = sum(len(item.text) for item in texts)
     print()
     print(
         table(

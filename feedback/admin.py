@@ -1,6 +1,12 @@
 from django.contrib import admin
 
-from feedback.models import ProjectMembership, Rating, RatingSubmission, Review
+from feedback.models import (
+    ProjectMembership,
+    Rating,
+    RatingSubmission,
+    Review,
+    ReviewRevision,
+)
 
 
 @admin.register(ProjectMembership)
@@ -46,11 +52,35 @@ class RatingAdmin(admin.ModelAdmin):
         return False
 
 
+class ReviewRevisionInline(admin.TabularInline):
+    """The review's history; revising is done from the dashboard or the API, where the rules
+    (who may revise, what follows) apply."""
+
+    model = ReviewRevision
+    extra = 0
+    can_delete = False
+    ordering = ["number"]
+    readonly_fields = ["number", "decision", "ideal_answer", "note", "author", "created_at"]
+    fields = readonly_fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Review)
 class ReviewAdmin(admin.ModelAdmin):
-    list_display = ["interaction", "reviewer", "decision", "created_at"]
+    list_display = ["interaction", "reviewer", "decision", "created_at", "updated_at"]
     list_filter = ["decision"]
-    readonly_fields = ["interaction", "reviewer", "decision", "ideal_answer", "note", "created_at"]
+    readonly_fields = [
+        "interaction",
+        "reviewer",
+        "decision",
+        "ideal_answer",
+        "note",
+        "created_at",
+        "updated_at",
+    ]
+    inlines = [ReviewRevisionInline]
 
     def has_add_permission(self, request):
         return False

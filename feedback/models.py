@@ -2,7 +2,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-from flywheel.models import Interaction, Project
+from flywheel.models import ApiKey, Interaction, Project
 
 
 class ProjectMembership(models.Model):
@@ -92,7 +92,8 @@ class RatingSubmission(RatingFields):
 
 
 class Review(models.Model):
-    """A reviewer's verdict on an interaction. Append-only: the latest one counts."""
+    """A reviewer's verdict on an interaction, as last revised; the latest submitted review of
+    an interaction counts. Every state it has had is kept in ReviewRevision."""
 
     class Decision(models.TextChoices):
         APPROVED = "approved", "Approved: the answer is good"
@@ -107,6 +108,8 @@ class Review(models.Model):
     ideal_answer = models.TextField(blank=True)
     note = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When it was submitted or last revised: curation's sweep compares it with curated_at.
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
@@ -119,6 +122,46 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"{self.decision} by {self.reviewer_id} on {self.interaction_id}"
+
+
+class ReviewRevision(models.Model):
+    """One state of a review, numbered from 1 (as submitted) in the order it was revised,
+    with who made it: a dashboard user, or an API key (keys belong to a project, not to a
+    person). `author` keeps the name shown, should the user or key be deleted."""
+
+    review = models.ForeignKey(Review, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    decision = models.CharField(max_length=20, choices=Review.Decision.choices)
+    ideal_answer = models.TextField(blank=True)
+    note = models.TextField(blank=True)
+    revised_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="review_revisions",
+    )
+    revised_by_api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="review_revisions"
+    )
+    author = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["review", "number"], name="review_revision_number"),
+            models.CheckConstraint(
+                condition=Q(revised_by__isnull=True) | Q(revised_by_api_key__isnull=True),
+                name="review_revision_one_author",
+            ),
+            models.CheckConstraint(
+                condition=~Q(decision="corrected") | ~Q(ideal_answer=""),
+                name="review_revision_correction_has_answer",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"revision {self.number} of review {self.review_id}: {self.decision}"
 
 
 class ReviewLease(models.Model):

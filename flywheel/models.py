@@ -3,6 +3,7 @@ import secrets
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVector, SearchVectorField
 from django.db import models
@@ -49,14 +50,33 @@ class Project(BaseModel):
         return self.name
 
 
+class ApiKeyScope(models.TextChoices):
+    """What an API key may do; each endpoint needs one."""
+
+    CHAT = "chat", "chat: ask questions (/v1/chat/completions)"
+    LOG = "log", "log: log interactions, add documents"
+    READ = "read", "read: read interactions, documents and version lists"
+    RATE = "rate", "rate: submit ratings"
+    DATASETS = "datasets", "datasets: snapshot, list and export dataset versions"
+    JOBS = "jobs", "jobs: start, follow and cancel jobs"
+    VERSIONS = "versions", "versions: promote, roll back and activate versions"
+
+
 class ApiKey(BaseModel):
-    """A key an app presents as a Bearer token. Only its SHA-256 is stored."""
+    """A key an app presents as a Bearer token. Only its SHA-256 is stored.
+
+    Each endpoint needs one scope; a key carries the scopes it was created with. Public keys
+    are for the rating widget: they carry `rate` alone and work only from their origins."""
 
     class Kind(models.TextChoices):
-        SECRET = "secret", "Secret (server side: chat, log, read)"
+        SECRET = "secret", "Secret (server side, any scopes)"
         PUBLIC = "public", "Public (widget: rate only, from allowed origins)"
 
+    Scope = ApiKeyScope
     PREFIXES = {Kind.SECRET: "fw_sk_", Kind.PUBLIC: "fw_pk_"}
+    # What an app that serves and logs needs; the rest administers the project.
+    DEFAULT_SECRET_SCOPES = (Scope.CHAT, Scope.LOG, Scope.READ, Scope.RATE)
+    PUBLIC_SCOPES = (Scope.RATE,)
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
     kind = models.CharField(max_length=10, choices=Kind.choices)
@@ -67,11 +87,26 @@ class ApiKey(BaseModel):
     allowed_origins = models.JSONField(
         default=list, blank=True, help_text="Public keys: origins allowed to use the key."
     )
+    scopes = ArrayField(
+        models.CharField(max_length=20, choices=Scope.choices),
+        default=list,
+        help_text="What the key may do; each endpoint needs one scope.",
+    )
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(scopes__contained_by=ApiKeyScope.values),
+                name="api_key_known_scopes",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="secret") | Q(scopes__contained_by=["rate"]),
+                name="api_key_public_rates_only",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.display_prefix}…)"
@@ -79,6 +114,9 @@ class ApiKey(BaseModel):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
 
     @staticmethod
     def hash_key(raw_key: str) -> str:
@@ -284,6 +322,9 @@ class Interaction(models.Model):
     # The client's id for this interaction: sending it again is a no-op. NULL, not "", when
     # absent, so that the uniqueness constraint ignores interactions without one.
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)  # noqa: DJ001
+    # A hash of what was sent with the idempotency key: a resend must match it (a different
+    # body under the same key is refused). Empty where unknown (older rows, served answers).
+    request_hash = models.CharField(max_length=64, blank=True)
     session_id = models.CharField(max_length=200, blank=True)
     end_user_id = models.CharField(max_length=200, blank=True)
     messages = models.JSONField(default=list)
@@ -479,3 +520,54 @@ class EmbeddingModelVersion(BaseModel):
 
     def __str__(self) -> str:
         return f"{self.project.slug}/{self.name} ({self.status})"
+
+
+class IdempotencyRecord(models.Model):
+    """A request made under an idempotency key (`Idempotency-Key` header): a hash of what it
+    sent and what it stored, so that a retry gets the same result and nothing new, and a
+    different request under the same key is refused."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # The endpoint the key belongs to: the same key may be used once per endpoint.
+    scope = models.CharField(max_length=50)
+    key = models.CharField(max_length=200)
+    request_hash = models.CharField(max_length=64)
+    # What the first request stored (ids), to answer its retries; null until it committed.
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "scope", "key"], name="idempotency_record_unique_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.scope} {self.key}"
+
+
+class OutboxMessage(models.Model):
+    """A Celery task to send, committed in the same transaction as the rows whose follow-up
+    it is: neither is stored without the other, and no request waits on the broker. Published
+    right after the commit when the broker answers, else by the relay (services/outbox.py)."""
+
+    task_name = models.CharField(max_length=200)
+    args = models.JSONField(default=list, blank=True)
+    kwargs = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    published_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                condition=Q(published_at__isnull=True),
+                name="outbox_message_pending",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_name}{tuple(self.args)} ({'sent' if self.published_at else 'pending'})"

@@ -1,9 +1,19 @@
 from django.contrib import admin, messages
+from django.template.response import TemplateResponse
 
-from flywheel.admin import ProjectAdmin
-from flywheel.models import Project
-from retrain.jobs.lifecycle import job_cancel, job_create
+from flywheel.admin import IndexVersionAdmin, ModelVersionAdmin, ProjectAdmin
+from flywheel.models import IndexVersion, ModelVersion, Project
+from retrain.jobs.lifecycle import InvalidJobParameters, job_cancel, job_create
 from retrain.models import CurationPolicy, DatasetVersion, InstructionExample, Job
+from retrain.promotion import (
+    gate_decision,
+    index_version_activate,
+    index_version_rollback,
+    model_version_promote,
+    model_version_reject,
+    model_version_rollback,
+)
+from retrain.transitions import TransitionRefused
 
 
 @admin.register(Job)
@@ -21,7 +31,7 @@ class JobAdmin(admin.ModelAdmin):
     @admin.action(description="Cancel the selected jobs")
     def cancel(self, request, queryset):
         for job in queryset:
-            job_cancel(job=job)
+            job_cancel(job=job, by=f"{request.user.get_username()} from the admin")
         messages.success(request, f"Asked {queryset.count()} job(s) to stop.")
 
 
@@ -59,13 +69,52 @@ def _start_job(kind: str, description: str):
     @admin.action(description=description)
     def start(modeladmin, request, queryset):
         for project in queryset:
-            job = job_create(
-                project=project, kind=kind, trigger=Job.Trigger.ADMIN, triggered_by=request.user
-            )
-            messages.success(request, f"{project}: job {job.pk} queued ({description}).")
+            try:
+                job = job_create(
+                    project=project,
+                    kind=kind,
+                    trigger=Job.Trigger.ADMIN,
+                    triggered_by=request.user,
+                )
+            except (InvalidJobParameters, TransitionRefused) as refused:
+                messages.error(request, f"{project}: {refused}")
+            else:
+                messages.success(request, f"{project}: job {job.pk} queued ({description}).")
 
     start.__name__ = f"start_{kind}"
     return start
+
+
+# ---------------------------------------------------------------------------------------------
+# Pointer switches. The serving core registers its versions; the switches' rules live in this
+# layer (retrain.promotion), so their actions are added here. Each action calls the service
+# and shows its refusal as an error message.
+
+
+@admin.action(description="Roll the production model back to the previous version")
+def roll_back_model(modeladmin, request, queryset):
+    for project in queryset:
+        try:
+            restored = model_version_rollback(project=project, user=request.user)
+        except TransitionRefused as refused:
+            modeladmin.message_user(request, f"{project}: {refused.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(
+                request, f"{project}: {restored.name} is in production again.", messages.SUCCESS
+            )
+
+
+@admin.action(description="Roll the index back to the previous version")
+def roll_back_index(modeladmin, request, queryset):
+    for project in queryset:
+        try:
+            restored = index_version_rollback(project=project)
+        except TransitionRefused as refused:
+            modeladmin.message_user(request, f"{project}: {refused.message}", messages.ERROR)
+        else:
+            modeladmin.message_user(
+                request, f"{project}: index v{restored.number} is active again.", messages.SUCCESS
+            )
 
 
 # The serving core registers projects; their job actions belong to this layer, so the admin
@@ -79,4 +128,81 @@ class ProjectWithJobsAdmin(ProjectAdmin):
         _start_job("index_refresh", "Refresh the index"),
         _start_job("lora_training", "Train a LoRA adapter (default parameters)"),
         _start_job("dataset_snapshot", "Snapshot a dataset version"),
+        _start_job("recuration", "Re-curate all feedback under the current policy"),
+        roll_back_model,
+        roll_back_index,
     ]
+
+
+admin.site.unregister(ModelVersion)
+admin.site.unregister(IndexVersion)
+
+
+@admin.register(ModelVersion)
+class ModelVersionWithSwitchesAdmin(ModelVersionAdmin):
+    actions = ["promote", "reject"]
+
+    @admin.action(description="Promote the selected version to production…")
+    def promote(self, request, queryset):
+        """Asks for a reason on an intermediate page (needed unless the version's evaluation
+        recommends it), then promotes."""
+        if queryset.count() != 1:
+            self.message_user(
+                request,
+                "Promote one version at a time: a project has one production version.",
+                messages.ERROR,
+            )
+            return None
+        version = queryset.get()
+        if "apply" not in request.POST:
+            return TemplateResponse(
+                request,
+                "admin/flywheel/modelversion/promote.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": f"Promote {version.name}",
+                    "version": version,
+                    "gate_decision": gate_decision(version),
+                },
+            )
+        try:
+            model_version_promote(
+                version=version, reason=request.POST.get("reason", ""), user=request.user
+            )
+        except TransitionRefused as refused:
+            self.message_user(request, refused.message, messages.ERROR)
+        else:
+            self.message_user(request, f"{version.name} is now in production.", messages.SUCCESS)
+        return None
+
+    @admin.action(description="Reject the selected candidates")
+    def reject(self, request, queryset):
+        for version in queryset:
+            try:
+                model_version_reject(version=version)
+            except TransitionRefused as refused:
+                self.message_user(request, refused.message, messages.ERROR)
+            else:
+                self.message_user(request, f"Rejected {version.name}.", messages.SUCCESS)
+
+
+@admin.register(IndexVersion)
+class IndexVersionWithSwitchesAdmin(IndexVersionAdmin):
+    actions = ["activate"]
+
+    @admin.action(description="Activate the selected index version")
+    def activate(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(
+                request,
+                "Activate one version at a time: a project reads one index.",
+                messages.ERROR,
+            )
+            return
+        version = queryset.get()
+        try:
+            index_version_activate(version=version)
+        except TransitionRefused as refused:
+            self.message_user(request, refused.message, messages.ERROR)
+        else:
+            self.message_user(request, f"Index v{version.number} is now active.", messages.SUCCESS)

@@ -1,10 +1,19 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 from pgvector.django import HnswIndex, VectorField
 
 from feedback.models import Rating, Review
 from flywheel.models import EMBEDDING_DIMENSIONS, BaseModel, Interaction, Project
+from retrain.curation.pii import pii_entities_default, pii_entities_normalise
+
+
+def validate_pii_entities(value: object) -> None:
+    try:
+        pii_entities_normalise(value)
+    except ValueError as error:
+        raise ValidationError(f"PII kinds per source: {error}") from error
 
 
 class CurationPolicy(BaseModel):
@@ -42,24 +51,40 @@ class CurationPolicy(BaseModel):
         default=0.1, help_text="Share of clusters held out for evaluation."
     )
     scrub_pii = models.BooleanField(default=True)
+    pii_entities = models.JSONField(
+        default=pii_entities_default,
+        validators=[validate_pii_entities],
+        help_text="The kinds of PII scrubbed per source: user_messages, model_answers, "
+        "corrections, each a list of EMAIL, PHONE, CREDIT_CARD, IBAN, IP_ADDRESS, SECRET.",
+    )
+    scrub_private_ips = models.BooleanField(
+        default=False,
+        help_text="Scrub private-range IP addresses too (RFC 1918, loopback, link-local), "
+        "wherever IP addresses are scrubbed.",
+    )
     # Retraining (see the training jobs): how much new data justifies a new adapter.
     min_new_examples_to_retrain = models.PositiveIntegerField(default=50)
-    # Promotion gate: a candidate replaces production automatically only if it beats it on
-    # this metric by at least this margin; otherwise it waits for an admin.
+    # Promotion gate (retrain.evaluation.gate): a candidate replaces production automatically
+    # only if, on the same questions, the 95 % interval of its mean difference on this
+    # per-example metric lies above the margin; otherwise it waits for an admin.
     promotion_metric = models.CharField(
         max_length=20,
-        choices=[
-            ("eval_loss", "Eval loss (lower is better)"),
-            ("token_f1", "Token F1"),
-            ("rouge_l", "ROUGE-L"),
-        ],
-        default="eval_loss",
+        choices=[("token_f1", "Token F1"), ("rouge_l", "ROUGE-L"), ("judge", "LLM judge score")],
+        default="token_f1",
     )
     promotion_margin = models.FloatField(
-        default=0.01, help_text="Relative improvement needed, e.g. 0.01 = 1 %."
+        default=0.01,
+        help_text="Absolute difference on the metric (a score from 0 to 1) the candidate must "
+        "be shown to beat production by, e.g. 0.01 = one point of token F1.",
+    )
+    min_eval_examples = models.PositiveIntegerField(
+        default=30,
+        help_text="Fewest paired evaluation examples a gate decision may rest on; below it the "
+        "decision is 'insufficient evidence'.",
     )
 
     class Meta:
+        verbose_name_plural = "curation policies"
         constraints = [
             models.CheckConstraint(
                 condition=Q(near_duplicate_threshold__gt=0, near_duplicate_threshold__lte=1),
@@ -113,6 +138,8 @@ class InstructionExample(models.Model):
     messages = models.JSONField()
     # The answer the target replaced (the model's), for preference pairs; "" when none.
     rejected_answer = models.TextField(blank=True)
+    # How many findings of each PII kind scrubbing replaced in this example's texts.
+    pii_scrubbed = models.JSONField(default=dict, blank=True)
     # Provenance.
     rating = models.ForeignKey(Rating, null=True, blank=True, on_delete=models.SET_NULL)
     review = models.ForeignKey(Review, null=True, blank=True, on_delete=models.SET_NULL)
@@ -199,6 +226,8 @@ class DatasetRecord(models.Model):
     rejected = models.TextField(blank=True)
     signal = models.CharField(max_length=30)
     content_hash = models.CharField(max_length=64)
+    # The interaction's source: a logged one's prompt is the app's own, not our template.
+    source = models.CharField(max_length=20, blank=True)
 
     class Meta:
         indexes = [
@@ -223,6 +252,7 @@ class Job(models.Model):
         EVALUATION = "evaluation", "Evaluation"
         DATASET_SNAPSHOT = "dataset_snapshot", "Dataset snapshot"
         RETRIEVER_TRAINING = "retriever_training", "Retriever training"
+        RECURATION = "recuration", "Re-curation"
 
     class State(models.TextChoices):
         QUEUED = "queued", "Queued"

@@ -14,6 +14,7 @@ from flywheel.services.indexing import embedding_model_name
 from flywheel.services.verified_answers import verified_answers_reembed
 from retrain.jobs.lifecycle import job_create
 from retrain.models import Job
+from retrain.transitions import NothingToRollBack, TransitionRefused
 
 # Model versions and retrievers share their status values (candidate, production, retired,
 # rejected), so one pointer switch serves both.
@@ -22,6 +23,8 @@ RetrieverStatus = EmbeddingModelVersion.Status
 
 
 Versioned = TypeVar("Versioned", ModelVersion, EmbeddingModelVersion)
+# The decision an evaluation's promotion gate records when the candidate earned production.
+PROMOTE = "promote"
 
 
 def _production_switch(version: Versioned) -> Versioned:
@@ -55,10 +58,69 @@ def _candidate_reject(version: Versioned) -> Versioned:
     return version
 
 
-def model_version_promote(*, version: ModelVersion) -> ModelVersion:
-    """Make `version` production; the current production version is retired (kept)."""
+def gate_decision(version: ModelVersion) -> str | None:
+    """What the promotion gate of the version's last evaluation decided (`promote`, or why
+    not); None when it was never evaluated."""
+    evaluation = version.metrics.get("evaluation")
+    gate = evaluation.get("gate") if isinstance(evaluation, dict) else None
+    return gate.get("decision") if isinstance(gate, dict) else None
+
+
+def _actor(user, actor: str) -> str:
+    return user.get_username() if user is not None else actor
+
+
+def model_version_promote(
+    *, version: ModelVersion, reason: str = "", user=None, actor: str = ""
+) -> ModelVersion:
+    """Make `version` production; the current production version is retired (kept).
+
+    Promotion needs evidence: the version's evaluation gate decided `promote`, or whoever
+    promotes it by hand writes down why. Who (`user`, or `actor` naming an API key or a
+    command), when and why are recorded in the version's metrics under `promotion`. Raises
+    TransitionRefused."""
+    reason = reason.strip()
     with transaction.atomic():
-        return _production_switch(version)
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status == Status.PRODUCTION:
+            raise TransitionRefused(
+                f"{version.name} is already in production.", code="already_in_production"
+            )
+        decision = gate_decision(version)
+        if decision != PROMOTE and not reason:
+            evaluated = (
+                f"its evaluation decided {decision!r}" if decision else "it was never evaluated"
+            )
+            raise TransitionRefused(
+                f"{version.name} has no evaluation that recommends it ({evaluated}); promoting "
+                "it by hand needs a written reason.",
+                code="promotion_reason_required",
+            )
+        basis = "evaluation" if decision == PROMOTE else "hand"
+        if basis == "evaluation" and not reason:
+            reason = version.metrics["evaluation"]["gate"].get("reason", "")
+        return _model_version_switch(
+            version, basis=basis, reason=reason, user=user, actor=_actor(user, actor)
+        )
+
+
+def _model_version_switch(
+    version: ModelVersion, *, basis: str, reason: str, user, actor: str
+) -> ModelVersion:
+    """Switch production to `version` and record how it got there; in a transaction."""
+    version = _production_switch(version)
+    version.metrics = {
+        **version.metrics,
+        "promotion": {
+            "basis": basis,
+            "reason": reason,
+            "by": actor,
+            "user_id": user.pk if user is not None else None,
+            "at": version.promoted_at.isoformat() if version.promoted_at else None,
+        },
+    }
+    version.save(update_fields=["metrics", "updated_at"])
+    return version
 
 
 def model_version_previous(*, project: Project) -> ModelVersion | None:
@@ -66,21 +128,37 @@ def model_version_previous(*, project: Project) -> ModelVersion | None:
     return _previous_production(ModelVersion, project=project)
 
 
-def model_version_rollback(*, project: Project) -> ModelVersion | None:
-    """Put the previous production version back; the current one is retired."""
-    previous = model_version_previous(project=project)
-    return model_version_promote(version=previous) if previous else None
+def model_version_rollback(*, project: Project, user=None, actor: str = "") -> ModelVersion:
+    """Put the previous production version back; the current one is retired. It served
+    before, so it needs no new evidence. Raises NothingToRollBack."""
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        previous = model_version_previous(project=project)
+        if previous is None:
+            raise NothingToRollBack("There is no earlier production version to roll back to.")
+        return _model_version_switch(
+            previous, basis="rollback", reason="", user=user, actor=_actor(user, actor)
+        )
 
 
 def model_version_reject(*, version: ModelVersion) -> ModelVersion:
-    return _candidate_reject(version)
+    """A candidate leaves the candidates (it is kept and can still be promoted). Raises
+    TransitionRefused for any other version."""
+    with transaction.atomic():
+        version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status != Status.CANDIDATE:
+            raise TransitionRefused(
+                f"Only candidates can be rejected; {version.name} is "
+                f"{version.get_status_display().lower()}.",
+                code="not_a_candidate",
+            )
+        return _candidate_reject(version)
 
 
-def index_version_activate(*, version: IndexVersion) -> IndexVersion:
+def _index_version_switch(version: IndexVersion) -> IndexVersion:
     """Make `version` the one retrieval reads, in one transaction; the active one is retired
-    and stays for rollback. Retrieval picks it up on the next request. Verified questions
-    embedded by another retriever than the version's are then embedded by its (they are
-    matched in the active index's embedding space)."""
+    and stays for rollback. Verified questions embedded by another retriever than the
+    version's are then embedded by its (they are matched in the active index's space)."""
     with transaction.atomic():
         versions = IndexVersion.objects.select_for_update().filter(project=version.project)
         versions.filter(status=IndexVersion.Status.ACTIVE).exclude(pk=version.pk).update(
@@ -95,6 +173,25 @@ def index_version_activate(*, version: IndexVersion) -> IndexVersion:
     return version
 
 
+def index_version_activate(*, version: IndexVersion) -> IndexVersion:
+    """Make a built index version the one retrieval reads; retrieval picks it up on the next
+    request. Only a ready version (built: never active, or retired since) can be activated;
+    raises TransitionRefused for one still building or already active."""
+    with transaction.atomic():
+        version = IndexVersion.objects.select_for_update().get(pk=version.pk)
+        if version.status == IndexVersion.Status.BUILDING:
+            raise TransitionRefused(
+                f"Index v{version.number} is still being built; only a ready or retired one "
+                "can be activated.",
+                code="index_not_ready",
+            )
+        if version.status == IndexVersion.Status.ACTIVE:
+            raise TransitionRefused(
+                f"Index v{version.number} is already active.", code="already_active"
+            )
+        return _index_version_switch(version)
+
+
 def index_version_previous(*, project: Project) -> IndexVersion | None:
     return (
         IndexVersion.objects.filter(project=project, status=IndexVersion.Status.RETIRED)
@@ -104,13 +201,14 @@ def index_version_previous(*, project: Project) -> IndexVersion | None:
     )
 
 
-def index_version_rollback(*, project: Project) -> IndexVersion | None:
-    previous = index_version_previous(project=project)
-    return index_version_activate(version=previous) if previous else None
-
-
-class NothingToRollBack(Exception):
-    """No fine-tuned retriever is or was in production: the bundled model has always served."""
+def index_version_rollback(*, project: Project) -> IndexVersion:
+    """Retrieval goes back to the index version active before. Raises NothingToRollBack."""
+    with transaction.atomic():
+        Project.objects.select_for_update().get(pk=project.pk)
+        previous = index_version_previous(project=project)
+        if previous is None:
+            raise NothingToRollBack("There is no earlier index version to roll back to.")
+        return _index_version_switch(previous)
 
 
 @dataclass(frozen=True)
@@ -158,7 +256,7 @@ def retriever_index_follow(
     ).order_by("-number")
     match = next((version for version in built if _built_by(version, production)), None)
     if match is not None:
-        return RetrieverIndex(activated=index_version_activate(version=match))
+        return RetrieverIndex(activated=_index_version_switch(match))
     refresh = job_create(
         project=project,
         kind=Job.Kind.INDEX_REFRESH,

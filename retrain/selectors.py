@@ -39,9 +39,9 @@ def interactions_with_feedback_count(*, project: Project) -> int:
     return Interaction.objects.filter(project=project).filter(_has_feedback()).count()
 
 
-def interaction_ids_least_recently_curated(*, project: Project, limit: int) -> list:
-    """Interactions with feedback, the never curated first, then those curated longest ago.
-    Curating a slice moves it to the back, so repeated slices of `limit` reach every one."""
+def interaction_ids_least_recently_curated(*, project: Project, limit: int | None = None) -> list:
+    """Interactions with feedback, the never curated first, then those curated longest ago
+    (all of them, or the first `limit`)."""
     return list(
         Interaction.objects.filter(project=project)
         .filter(_has_feedback())

@@ -125,6 +125,17 @@ def public_key(project) -> str:
     ).raw_key
 
 
+@pytest.fixture
+def admin_key(project) -> str:
+    """A secret key with every scope: datasets, jobs and versions too."""
+    from flywheel.models import ApiKey
+    from flywheel.services import api_key_create
+
+    return api_key_create(
+        project=project, kind="secret", name="admin", scopes=ApiKey.Scope.values
+    ).raw_key
+
+
 def bearer(key: str) -> dict:
     return {"HTTP_AUTHORIZATION": f"Bearer {key}"}
 

@@ -111,5 +111,10 @@ class FlywheelApi:
     def index_versions(self) -> list[dict]:
         return self._call("get", "/api/v1/index-versions", expect=200)
 
-    def model_version_promote(self, version_id: int) -> dict:
-        return self._call("post", f"/api/v1/model-versions/{version_id}/promote", expect=200)
+    def model_version_promote(self, version_id: int, *, reason: str) -> dict:
+        return self._call(
+            "post",
+            f"/api/v1/model-versions/{version_id}/promote",
+            {"reason": reason},
+            expect=200,
+        )

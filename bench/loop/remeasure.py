@@ -45,7 +45,9 @@ def main() -> None:
     from flywheel.services.verified_answers import verified_answers_calibrate
 
     project = Project.objects.get(slug=args.project)
-    key = api_key_create(project=project, kind=ApiKey.Kind.SECRET, name="remeasure").raw_key
+    key = api_key_create(
+        project=project, kind=ApiKey.Kind.SECRET, name="remeasure", scopes=ApiKey.Scope.values
+    ).raw_key
     setup = LoopProject(
         project=project,
         api=FlywheelApi(secret_key=key),

@@ -162,7 +162,9 @@ def loop_project_create(*, corpus_dir: Path, slug: str = "loop-bench") -> LoopPr
         raise LoopBenchError(f"{corpus_dir} holds no .md, .txt or .html documents")
     for result in loaded:
         document_index(document_id=result.document.pk)
-    key = api_key_create(project=project, kind=ApiKey.Kind.SECRET, name="loop-bench").raw_key
+    key = api_key_create(
+        project=project, kind=ApiKey.Kind.SECRET, name="loop-bench", scopes=ApiKey.Scope.values
+    ).raw_key
     reviewer = get_user_model().objects.create_user(username=f"{slug}-reviewer")
     ProjectMembership.objects.create(
         user=reviewer, project=project, role=ProjectMembership.Role.REVIEWER
@@ -553,11 +555,12 @@ class LoopRun:
             "training_seconds": _job_seconds(training),
             "evaluation_seconds": _job_seconds(evaluation),
             "gate": gate,
-            "promoted_by_gate": bool(gate.get("passed")),
+            "promoted_by_gate": gate.get("decision") == "promote",
         }
         name, label = f"turn{turn}_lora", f"turn {turn}: LoRA + refresh"
-        self.api.model_version_promote(candidate_id)
-        if gate.get("passed"):
+        if candidate["status"] != "production":  # the gate may have promoted it already
+            self.api.model_version_promote(candidate_id, reason="measured by the loop benchmark")
+        if gate.get("decision") == "promote":
             self._stage(name, label, turn=turn, rag=True)
         else:
             try:
@@ -570,7 +573,9 @@ class LoopRun:
                     f"the gate kept {production['name']}",
                 )
             finally:
-                self.api.model_version_promote(production["id"])
+                self.api.model_version_promote(
+                    production["id"], reason="back to production after the measurement"
+                )
         return summary
 
 

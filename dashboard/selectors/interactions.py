@@ -24,7 +24,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce, Left
 from django.utils import timezone
 
-from feedback.models import Rating, RatingSubmission, Review, Thumb
+from feedback.models import Rating, RatingSubmission, Review, ReviewRevision, Thumb
 from flywheel.models import IndexVersion, Interaction, ModelVersion, Project
 
 INTERACTIONS_PAGE_SIZE = 50
@@ -217,7 +217,8 @@ def index_version_choices(*, project: Project) -> QuerySet:
 
 def interaction_detail_get(*, project: Project, interaction_id: uuid.UUID) -> Interaction | None:
     """The interaction with its versions, every current rating with its submission history
-    (oldest first) and every review (newest first: the first one counts)."""
+    (oldest first) and every review (newest first: the first one counts) with its revisions
+    (oldest first; see review_history)."""
     return (
         Interaction.objects.filter(project=project, pk=interaction_id)
         .select_related("model_version", "index_version")
@@ -234,11 +235,61 @@ def interaction_detail_get(*, project: Project, interaction_id: uuid.UUID) -> In
             ),
             Prefetch(
                 "reviews",
-                queryset=Review.objects.select_related("reviewer").order_by("-created_at", "-pk"),
+                queryset=Review.objects.select_related("reviewer")
+                .order_by("-created_at", "-pk")
+                .prefetch_related(
+                    Prefetch("revisions", queryset=ReviewRevision.objects.order_by("number"))
+                ),
             ),
         )
         .first()
     )
+
+
+@dataclass(frozen=True)
+class ReviewRevisionEntry:
+    """One revision of a review and, in words, what it changed from the one before (empty
+    for the first: the review as submitted); whether it set an ideal answer or a note the one
+    before did not have (for the first: whether it has one), so that the page shows it."""
+
+    revision: ReviewRevision
+    changes: list[str]
+    ideal_answer_changed: bool
+    note_changed: bool
+
+
+def _revision_changes(previous: ReviewRevision, revision: ReviewRevision) -> list[str]:
+    changes = []
+    if previous.decision != revision.decision:
+        changes.append(
+            f"decision {previous.get_decision_display()} → {revision.get_decision_display()}"
+        )
+    if previous.ideal_answer != revision.ideal_answer:
+        changes.append("ideal answer " + ("rewritten" if revision.ideal_answer else "removed"))
+    if previous.note != revision.note:
+        changes.append("note " + ("changed" if revision.note else "removed"))
+    return changes
+
+
+def review_history(*, review: Review) -> list[ReviewRevisionEntry]:
+    """The revisions of a review fetched by interaction_detail_get, oldest first."""
+    entries: list[ReviewRevisionEntry] = []
+    previous: ReviewRevision | None = None
+    for revision in review.revisions.all():
+        if previous is None:
+            entry = ReviewRevisionEntry(
+                revision, [], bool(revision.ideal_answer), bool(revision.note)
+            )
+        else:
+            entry = ReviewRevisionEntry(
+                revision=revision,
+                changes=_revision_changes(previous, revision),
+                ideal_answer_changed=previous.ideal_answer != revision.ideal_answer,
+                note_changed=previous.note != revision.note,
+            )
+        entries.append(entry)
+        previous = revision
+    return entries
 
 
 # ---------------------------------------------------------------------------------------------

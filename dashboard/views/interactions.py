@@ -1,13 +1,16 @@
-"""The interactions list (filters, full-text search, keyset pages) and one interaction in full."""
+"""The interactions list (filters, full-text search, keyset pages) and one interaction in full,
+where a review is revised."""
 
 import json
 
 from django import forms
+from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.http import Http404, QueryDict
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_safe
+from django.views.decorators.http import require_POST, require_safe
 
 from dashboard.selectors.interactions import (
     InteractionCursor,
@@ -17,12 +20,24 @@ from dashboard.selectors.interactions import (
     interaction_detail_get,
     interactions_page,
     model_version_choices,
+    review_history,
 )
 from dashboard.views.access import project_view
 from dashboard.views.overview import date_input_field
+from feedback.models import Review
+from feedback.services.reviews import (
+    ReviewReviser,
+    ReviewRevisionForbidden,
+    ReviewRevisionInvalid,
+    ReviewRevisionUnchanged,
+    ReviewSuperseded,
+    review_revise,
+    review_revise_check_allowed,
+)
+from flywheel.validation import CheckedFormMixin
 
 
-class InteractionFilterForm(forms.Form):
+class InteractionFilterForm(CheckedFormMixin, forms.Form):
     """The list's filters, read from the query string; the exports take the same ones."""
 
     rating = forms.ChoiceField(
@@ -143,12 +158,53 @@ def interactions_list(request, project):
     return response
 
 
-@project_view("viewer")
-@require_safe
-def interaction_detail(request, project, interaction_id):
-    interaction = interaction_detail_get(project=project, interaction_id=interaction_id)
-    if interaction is None:
-        raise Http404("No such interaction in this project")
+class ReviewRevisionForm(CheckedFormMixin, forms.Form):
+    """A new state for the review that counts; the service decides whether it may be made."""
+
+    decision = forms.ChoiceField(choices=Review.Decision.choices, widget=forms.RadioSelect)
+    ideal_answer = forms.CharField(
+        required=False,
+        label="Ideal answer",
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="Required when the decision is “corrected”; ignored otherwise.",
+    )
+    note = forms.CharField(required=False, label="Note", widget=forms.Textarea(attrs={"rows": 2}))
+
+    @classmethod
+    def for_review(cls, review: Review) -> "ReviewRevisionForm":
+        return cls(
+            initial={
+                "decision": review.decision,
+                "ideal_answer": review.ideal_answer,
+                "note": review.note,
+            },
+            prefix=f"review-{review.pk}",
+        )
+
+
+def _revisable_review(*, interaction, user) -> Review | None:
+    """The review that counts, when `user` may revise it."""
+    reviews = list(interaction.reviews.all())
+    if not reviews:
+        return None
+    try:
+        review_revise_check_allowed(review=reviews[0], reviser=ReviewReviser(user=user))
+    except ReviewRevisionForbidden:
+        return None
+    return reviews[0]
+
+
+def _detail_page(
+    request, project, interaction, *, revision_form=None, revised_review=None, status: int = 200
+):
+    """The page; with the revision form of the review that counts when the user may revise
+    it, or with `revision_form` (a refused one) beside `revised_review`."""
+    for review in interaction.reviews.all():
+        review.history = review_history(review=review)
+    if revision_form is None:
+        revised_review = _revisable_review(interaction=interaction, user=request.user)
+        if revised_review is not None:
+            revision_form = ReviewRevisionForm.for_review(revised_review)
     return render(
         request,
         "dashboard/interaction_detail.html",
@@ -158,5 +214,69 @@ def interaction_detail(request, project, interaction_id):
             "section": "interactions",
             "interaction": interaction,
             "metadata_json": json.dumps(interaction.metadata, indent=2, ensure_ascii=False),
+            "revised_review_id": revised_review.pk if revised_review else None,
+            "revision_form": revision_form,
         },
+        status=status,
+    )
+
+
+def _interaction_detail_or_404(project, interaction_id):
+    interaction = interaction_detail_get(project=project, interaction_id=interaction_id)
+    if interaction is None:
+        raise Http404("No such interaction in this project")
+    return interaction
+
+
+@project_view("viewer")
+@require_safe
+def interaction_detail(request, project, interaction_id):
+    interaction = _interaction_detail_or_404(project, interaction_id)
+    return _detail_page(request, project, interaction)
+
+
+@project_view("reviewer")
+@require_POST
+def review_revise_view(request, project, interaction_id, review_id):
+    """Revise a review from the interaction page: back to the page with a message, or the
+    page again with the form and its errors (403, 409 or 422, after the service's refusal)."""
+    interaction = _interaction_detail_or_404(project, interaction_id)
+    review = next((r for r in interaction.reviews.all() if r.pk == review_id), None)
+    if review is None:
+        raise Http404("No such review of this interaction")
+    form = ReviewRevisionForm(request.POST, prefix=f"review-{review.pk}")
+    if not form.is_valid():
+        return _detail_page(
+            request, project, interaction, revision_form=form, revised_review=review, status=422
+        )
+    try:
+        review_revise(
+            review=review,
+            reviser=ReviewReviser(user=request.user),
+            decision=form.cleaned_data["decision"],
+            ideal_answer=form.cleaned_data["ideal_answer"],
+            note=form.cleaned_data["note"],
+        )
+    except ReviewRevisionInvalid as error:
+        form.add_error(error.field, str(error))
+        status = 422
+    except ReviewRevisionForbidden as error:
+        form.add_error(None, str(error))
+        status = 403
+    except (ReviewRevisionUnchanged, ReviewSuperseded) as error:
+        form.add_error(None, str(error))
+        status = 409
+    else:
+        messages.success(request, "Review revised; the interaction is being curated again with it.")
+        return redirect(
+            reverse(
+                "dashboard:interaction_detail",
+                kwargs={"project_slug": project.slug, "interaction_id": interaction.pk},
+            )
+            + "#reviews"
+        )
+    # The page shows the review as it stands, next to the refused form.
+    interaction = _interaction_detail_or_404(project, interaction_id)
+    return _detail_page(
+        request, project, interaction, revision_form=form, revised_review=review, status=status
     )

@@ -1,12 +1,8 @@
 """API key management for a project's admins: list, create (the raw key is shown once) and
 revoke. Writes go through flywheel.services.api_keys."""
 
-from urllib.parse import urlsplit
-
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import ValidationError
-from django.core.validators import URLValidator
 from django.http import Http404
 from django.shortcuts import redirect, render
 from django.utils.cache import add_never_cache_headers
@@ -16,30 +12,25 @@ from dashboard.selectors.keys import api_key_get, api_keys_for_project
 from dashboard.views.access import project_view
 from flywheel.models import ApiKey
 from flywheel.services import api_key_create, api_key_revoke
-
-_http_url = URLValidator(schemes=["http", "https"])
-
-
-def is_web_origin(value: str) -> bool:
-    """scheme://host[:port] and nothing more: what a browser sends in its Origin header."""
-    try:
-        _http_url(value)
-    except ValidationError:
-        return False
-    parts = urlsplit(value)
-    return (
-        parts.path in ("", "/")
-        and not parts.query
-        and not parts.fragment
-        and parts.username is None
-        and parts.password is None
-    )
+from flywheel.services.api_keys import ApiKeyInvalid
+from flywheel.validation import CheckedFormMixin
 
 
-class ApiKeyCreateForm(forms.Form):
+class ApiKeyCreateForm(CheckedFormMixin, forms.Form):
+    """What the admin asks for; whether it is a valid key is the service's rule
+    (api_key_create), whose refusal lands on the field it names."""
+
     name = forms.CharField(max_length=200, help_text="Which app or site uses the key.")
     kind = forms.ChoiceField(
         choices=ApiKey.Kind.choices, initial=ApiKey.Kind.SECRET, widget=forms.RadioSelect
+    )
+    scopes = forms.MultipleChoiceField(
+        choices=ApiKey.Scope.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="What the key may do. None ticked: a secret key gets what an app that serves "
+        "and logs needs (chat, log, read, rate), a public key rate, the only scope it may have. "
+        "Datasets, jobs and versions administer the project.",
     )
     allowed_origins = forms.CharField(
         required=False,
@@ -48,33 +39,12 @@ class ApiKeyCreateForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3}),
     )
 
-    def clean_allowed_origins(self) -> list[str]:
-        origins = [line.strip() for line in self.cleaned_data["allowed_origins"].splitlines()]
-        origins = [origin for origin in origins if origin]
-        invalid = [origin for origin in origins if not is_web_origin(origin)]
-        if invalid:
-            raise ValidationError(
-                "Not an http(s) origin (scheme://host[:port], no path): %(origins)s",
-                params={"origins": ", ".join(invalid)},
-            )
-        return origins
+    def origins(self) -> list[str]:
+        return self.cleaned_data["allowed_origins"].splitlines()
 
-    def clean(self):
-        cleaned = super().clean()
-        kind, origins = cleaned.get("kind"), cleaned.get("allowed_origins")
-        if origins is None:  # already refused above
-            return cleaned
-        if kind == ApiKey.Kind.PUBLIC and not origins:
-            self.add_error(
-                "allowed_origins",
-                "A public key needs at least one allowed origin: the sites its widget runs on.",
-            )
-        if kind == ApiKey.Kind.SECRET and origins:
-            self.add_error(
-                "allowed_origins",
-                "Secret keys are used from servers and take no origins; choose a public key.",
-            )
-        return cleaned
+    def chosen_scopes(self) -> list[str] | None:
+        """The scopes ticked; None (none ticked) gives the kind's default scopes."""
+        return self.cleaned_data["scopes"] or None
 
 
 def _keys_context(request, project, form: ApiKeyCreateForm) -> dict:
@@ -97,12 +67,17 @@ def keys(request, project):
     form = ApiKeyCreateForm(request.POST)
     if not form.is_valid():
         return render(request, "dashboard/keys.html", _keys_context(request, project, form))
-    created = api_key_create(
-        project=project,
-        kind=form.cleaned_data["kind"],
-        name=form.cleaned_data["name"],
-        allowed_origins=form.cleaned_data["allowed_origins"],
-    )
+    try:
+        created = api_key_create(
+            project=project,
+            kind=form.cleaned_data["kind"],
+            name=form.cleaned_data["name"],
+            allowed_origins=form.origins(),
+            scopes=form.chosen_scopes(),
+        )
+    except ApiKeyInvalid as invalid:
+        form.add_error(invalid.field, invalid.message)
+        return render(request, "dashboard/keys.html", _keys_context(request, project, form))
     # The raw key exists only in this response: it is not stored, so it can never be shown
     # again, and no cache may keep it.
     response = render(

@@ -1,5 +1,5 @@
-"""The curation policy page (admins): edit what feedback becomes training data, and re-curate
-existing feedback under the policy as it now stands."""
+"""The curation policy page (admins): edit what feedback becomes training data, and start a
+re-curation job that curates existing feedback again under the policy as it now stands."""
 
 from dataclasses import dataclass
 
@@ -7,22 +7,23 @@ from django import forms
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils.html import format_html
 from django.views.decorators.http import require_http_methods, require_POST
 
 from dashboard.views.access import project_view
-from retrain.curation.pipeline import interactions_curate_in_batches
-from retrain.curation.policy import curation_policy_get
-from retrain.models import CurationPolicy
-from retrain.selectors import (
-    examples_curated_before_count,
-    interaction_ids_least_recently_curated,
-    interactions_with_feedback_count,
+from flywheel.validation import CheckedFormMixin
+from retrain.curation.pii import (
+    DETECTED_KINDS,
+    PII_KIND_LABELS,
+    PII_SOURCES,
+    pii_entities_normalise,
 )
-
-# Re-curating runs inside the request until a background job exists for it: this bounds how
-# long an admin waits; pressing again continues with the next slice.
-RECURATE_INLINE_LIMIT = 2000
-RECURATE_BATCH_SIZE = 1000
+from retrain.curation.policy import curation_policy_get
+from retrain.jobs.lifecycle import job_create
+from retrain.models import CurationPolicy, Job
+from retrain.selectors import examples_curated_before_count, interactions_with_feedback_count
+from retrain.transitions import JobAlreadyUnfinished
 
 
 @dataclass(frozen=True)
@@ -59,19 +60,44 @@ POLICY_SECTIONS = (
     PolicySection(
         "Privacy",
         "Scrubbing applies to questions, answers and corrections before they are stored as "
-        "examples; the system prompt and the retrieved context are left as served.",
-        ("scrub_pii",),
+        "examples, each with the kinds chosen for its source; the system prompt and the "
+        "retrieved context are left as served.",
+        ("scrub_pii", *(f"pii_{source}" for source in PII_SOURCES), "scrub_private_ips"),
     ),
     PolicySection(
         "Retraining and promotion",
         "When new data justifies training an adapter, and when a trained candidate replaces "
         "the production model.",
-        ("min_new_examples_to_retrain", "promotion_metric", "promotion_margin"),
+        (
+            "min_new_examples_to_retrain",
+            "promotion_metric",
+            "promotion_margin",
+            "min_eval_examples",
+        ),
     ),
 )
 
 
-class CurationPolicyForm(forms.ModelForm):
+def _pii_kinds_field(source: str, help_text: str = "") -> forms.MultipleChoiceField:
+    label = PII_SOURCES[source]
+    return forms.MultipleChoiceField(
+        required=False,
+        choices=[(kind, PII_KIND_LABELS[kind]) for kind in DETECTED_KINDS],
+        widget=forms.CheckboxSelectMultiple,
+        label=f"Scrubbed in {label[0].lower()}{label[1:]}",
+        help_text=help_text,
+    )
+
+
+class CurationPolicyForm(CheckedFormMixin, forms.ModelForm):
+    # One set of checkboxes per source, saved together as the `pii_entities` field.
+    pii_user_messages = _pii_kinds_field(
+        "user_messages",
+        "By default every kind everywhere, but IP addresses only in end-user messages: in "
+        "answers and corrections they are the product's own servers.",
+    )
+    pii_model_answers = _pii_kinds_field("model_answers")
+    pii_corrections = _pii_kinds_field("corrections")
     # Declared to check the ranges here, with a message per field, before the database's
     # check constraints would refuse them.
     min_score = forms.IntegerField(
@@ -98,9 +124,19 @@ class CurationPolicyForm(forms.ModelForm):
     )
     promotion_margin = forms.FloatField(
         min_value=0,
+        max_value=1,
         label="Promotion margin",
-        help_text="The relative improvement a candidate needs on the metric to replace "
-        "production automatically, e.g. 0.01 = 1 %.",
+        help_text="From 0 to 1: how much better, as an absolute difference on the metric (a "
+        "score from 0 to 1), a candidate must be shown to be — the lower end of the 95 % "
+        "interval of its mean difference from production — to replace it automatically; "
+        "0.01 = one point of token F1.",
+    )
+    min_eval_examples = forms.IntegerField(
+        min_value=2,
+        max_value=10_000,
+        label="Minimum evaluation examples",
+        help_text="From 2 to 10,000: the fewest questions both models answered that a gate "
+        "decision may rest on; with fewer, the decision is 'insufficient evidence'.",
     )
 
     class Meta:
@@ -115,6 +151,7 @@ class CurationPolicyForm(forms.ModelForm):
             "max_answer_chars": "Maximum answer length (characters)",
             "max_question_chars": "Maximum question length (characters)",
             "scrub_pii": "Scrub PII",
+            "scrub_private_ips": "Scrub private IP addresses too",
             "min_new_examples_to_retrain": "Minimum new examples to retrain",
             "promotion_metric": "Promotion metric",
         }
@@ -125,12 +162,27 @@ class CurationPolicyForm(forms.ModelForm):
             "min_answer_chars": "Shorter answers are excluded.",
             "max_answer_chars": "Longer answers are excluded.",
             "max_question_chars": "Longer questions are excluded.",
-            "scrub_pii": "Replace e-mail addresses, phone numbers, card numbers, IBANs, IP "
-            "addresses and secrets with placeholders such as <EMAIL>.",
+            "scrub_pii": "Replace the kinds chosen below with placeholders such as <EMAIL>.",
+            "scrub_private_ips": "Private-range addresses (10.x, 172.16-31.x, 192.168.x, "
+            "loopback, link-local) identify nobody outside their network and are often the "
+            "fact a question is about, so they are kept unless this is on; it applies where "
+            "IP addresses are scrubbed.",
             "min_new_examples_to_retrain": "How many new examples justify training a new adapter.",
             "promotion_metric": "What a candidate and the production model are compared on, "
-            "over the held-out eval split.",
+            "question by question, over the held-out eval split and the golden set. The LLM "
+            "judge needs a judge server (FLYWHEEL_JUDGE_BASE_URL).",
         }
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for source in PII_SOURCES:
+            self.fields[f"pii_{source}"].initial = self.instance.pii_entities.get(source, [])
+
+    def save(self, commit: bool = True) -> CurationPolicy:
+        self.instance.pii_entities = pii_entities_normalise(
+            {source: self.cleaned_data[f"pii_{source}"] for source in PII_SOURCES}
+        )
+        return super().save(commit)
 
     def sections(self) -> list[tuple[PolicySection, list[forms.BoundField]]]:
         return [
@@ -164,7 +216,6 @@ def _policy_context(request, project, form: CurationPolicyForm) -> dict:
         "examples_curated_before_policy": examples_curated_before_count(
             project=project, moment=form.instance.updated_at
         ),
-        "recurate_inline_limit": RECURATE_INLINE_LIMIT,
     }
 
 
@@ -190,29 +241,27 @@ def policy(request, project):
 @project_view("admin")
 @require_POST
 def policy_recurate(request, project):
-    """Curate the project's feedback again under the current policy, at most
-    RECURATE_INLINE_LIMIT interactions per press, those curated longest ago first."""
-    interaction_ids = interaction_ids_least_recently_curated(
-        project=project, limit=RECURATE_INLINE_LIMIT
-    )
-    by_status = interactions_curate_in_batches(
-        project=project, interaction_ids=interaction_ids, batch_size=RECURATE_BATCH_SIZE
-    )
-    messages.success(request, _recurated_message(project, by_status))
-    return redirect("dashboard:policy", project_slug=project.slug)
-
-
-def _recurated_message(project, by_status: dict[str, int]) -> str:
-    curated = sum(by_status.values())
-    outcome = ", ".join(f"{count} {status}" for status, count in sorted(by_status.items()))
-    message = f"Re-curated {curated} interactions with feedback" + (
-        f" ({outcome})." if outcome else "."
-    )
-    total = interactions_with_feedback_count(project=project)
-    if total > curated:
-        message += (
-            f" {total - curated} more were left for later, to keep this page quick: press "
-            f"“Re-curate all” again to continue, or run `manage.py curate --project "
-            f"{project.slug}`."
+    """Queue a re-curation job: the curation workers curate every interaction with feedback
+    again under the current policy. One at a time: while one is unfinished, it is refused."""
+    try:
+        job = job_create(
+            project=project,
+            kind=Job.Kind.RECURATION,
+            trigger=Job.Trigger.DASHBOARD,
+            triggered_by=request.user,
         )
-    return message
+    except JobAlreadyUnfinished as refused:
+        messages.warning(request, refused.message)
+    else:
+        job_url = reverse("dashboard:job_detail", args=[project.slug, job.pk])
+        messages.success(
+            request,
+            format_html(
+                'Re-curation queued as <a href="{}">job {}</a>: the curation workers curate '
+                "the {} interactions with feedback again under the current policy.",
+                job_url,
+                job.pk,
+                interactions_with_feedback_count(project=project),
+            ),
+        )
+    return redirect("dashboard:policy", project_slug=project.slug)

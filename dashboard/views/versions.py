@@ -3,8 +3,9 @@ and, for admins, the pointer switches: promote, reject and roll back a model ver
 and roll back an index version.
 
 Each switch is a GET that asks for confirmation and says what will happen, then a POST that
-does it through flywheel.services; a switch that no longer applies when the POST arrives (the
-versions changed meanwhile) is refused with a message instead."""
+does it through retrain.promotion, whose rules decide: a switch they refuse (a promotion
+without evidence or reason, an index still building, nothing to roll back to) is shown with
+their reason instead, as is a rollback whose target changed since it was confirmed."""
 
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from dashboard.selectors.versions import (
 from dashboard.views.access import project_view
 from flywheel.models import IndexVersion, ModelVersion
 from retrain.promotion import (
+    PROMOTE,
+    gate_decision,
     index_version_activate,
     index_version_previous,
     index_version_rollback,
@@ -32,6 +35,7 @@ from retrain.promotion import (
     model_version_reject,
     model_version_rollback,
 )
+from retrain.transitions import TransitionRefused
 
 PROMOTABLE = (
     ModelVersion.Status.CANDIDATE,
@@ -72,32 +76,36 @@ class Switch:
     consequence: str
     button: str
     done: str
-    perform: Callable[[], object]
+    # Does it, given the POST; raises TransitionRefused when the rules refuse it.
+    perform: Callable[[dict], object]
     # Why the switch cannot be made now; empty when it can.
     refusal: str = ""
+    # A promotion asks why; `reason_note` says whether a reason is needed.
+    asks_reason: bool = False
+    reason_note: str = ""
     # The version a rollback goes to, as the confirmation page named it.
     target_id: int | None = None
     dangerous: bool = False
 
 
 def _confirm_or_switch(request, project, switch: Switch):
-    if request.method == "POST":
-        if switch.refusal:
-            messages.warning(request, switch.refusal)
-        else:
-            switch.perform()
-            messages.success(request, switch.done)
+    context = {"project": project, "role": request.role, "section": "versions", "switch": switch}
+    if request.method != "POST":
+        return render(request, "dashboard/version_confirm.html", context)
+    if switch.refusal:
+        messages.warning(request, switch.refusal)
         return redirect("dashboard:versions", project_slug=project.slug)
-    return render(
-        request,
-        "dashboard/version_confirm.html",
-        {
-            "project": project,
-            "role": request.role,
-            "section": "versions",
-            "switch": switch,
-        },
-    )
+    try:
+        switch.perform(request.POST)
+    except TransitionRefused as refused:
+        if switch.asks_reason and refused.code == "promotion_reason_required":
+            # The admin can still give the reason: ask again, with the rule's words.
+            context |= {"reason_error": refused.message, "reason": request.POST.get("reason")}
+            return render(request, "dashboard/version_confirm.html", context, status=400)
+        messages.warning(request, refused.message)
+    else:
+        messages.success(request, switch.done)
+    return redirect("dashboard:versions", project_slug=project.slug)
 
 
 def _target_changed(request, target) -> bool:
@@ -117,9 +125,13 @@ def _model_version_or_404(project, version_id: int) -> ModelVersion:
 @require_http_methods(["GET", "HEAD", "POST"])
 def model_version_promote_confirm(request, project, version_id: int):
     version = _model_version_or_404(project, version_id)
-    refusal = ""
-    if version.status not in PROMOTABLE:
-        refusal = f"{version.name} is already in production."
+    decision = gate_decision(version)
+    if decision == PROMOTE:
+        reason_note = "Its evaluation recommends it; a reason is optional."
+    elif decision:
+        reason_note = f"Its evaluation decided “{decision}”: promoting it anyway needs a reason."
+    else:
+        reason_note = "It was never evaluated: promoting it by hand needs a reason."
     return _confirm_or_switch(
         request,
         project,
@@ -129,8 +141,11 @@ def model_version_promote_confirm(request, project, version_id: int):
             "version is retired and stays available for a rollback.",
             button=f"Promote {version.name}",
             done=f"{version.name} is now in production.",
-            perform=lambda: model_version_promote(version=version),
-            refusal=refusal,
+            perform=lambda data: model_version_promote(
+                version=version, reason=data.get("reason", ""), user=request.user
+            ),
+            asks_reason=True,
+            reason_note=reason_note,
         ),
     )
 
@@ -139,10 +154,6 @@ def model_version_promote_confirm(request, project, version_id: int):
 @require_http_methods(["GET", "HEAD", "POST"])
 def model_version_reject_confirm(request, project, version_id: int):
     version = _model_version_or_404(project, version_id)
-    refusal = ""
-    if version.status not in REJECTABLE:
-        status = version.get_status_display().lower()
-        refusal = f"Only candidates can be rejected; {version.name} is {status}."
     return _confirm_or_switch(
         request,
         project,
@@ -151,8 +162,7 @@ def model_version_reject_confirm(request, project, version_id: int):
             consequence="It leaves the candidates; it is kept, and can still be promoted later.",
             button=f"Reject {version.name}",
             done=f"Rejected {version.name}.",
-            perform=lambda: model_version_reject(version=version),
-            refusal=refusal,
+            perform=lambda data: model_version_reject(version=version),
             dangerous=True,
         ),
     )
@@ -162,12 +172,9 @@ def model_version_reject_confirm(request, project, version_id: int):
 @require_http_methods(["GET", "HEAD", "POST"])
 def model_version_rollback_confirm(request, project):
     target = model_version_previous(project=project)
-    if target is None:
-        refusal = "There is no earlier production version to roll back to."
-    elif _target_changed(request, target):
+    refusal = ""
+    if target is not None and _target_changed(request, target):
         refusal = "The model versions changed since you confirmed; look at them again."
-    else:
-        refusal = ""
     name = target.name if target else ""
     return _confirm_or_switch(
         request,
@@ -178,7 +185,7 @@ def model_version_rollback_confirm(request, project):
             "the next request on, and the current version is retired.",
             button=f"Roll back to {name}",
             done=f"Rolled back: {name} is in production again.",
-            perform=lambda: model_version_rollback(project=project),
+            perform=lambda data: model_version_rollback(project=project, user=request.user),
             refusal=refusal,
             target_id=target.pk if target else None,
             dangerous=True,
@@ -192,10 +199,6 @@ def index_version_activate_confirm(request, project, version_id: int):
     version = index_version_get(project=project, version_id=version_id)
     if version is None:
         raise Http404("No such index version in this project")
-    refusal = ""
-    if version.status not in ACTIVATABLE:
-        status = version.get_status_display().lower()
-        refusal = f"Index v{version.number} is {status}; only a ready or retired one can be."
     return _confirm_or_switch(
         request,
         project,
@@ -205,8 +208,7 @@ def index_version_activate_confirm(request, project, version_id: int):
             "retired and stays available for a rollback.",
             button=f"Activate v{version.number}",
             done=f"Index v{version.number} is now active.",
-            perform=lambda: index_version_activate(version=version),
-            refusal=refusal,
+            perform=lambda data: index_version_activate(version=version),
         ),
     )
 
@@ -215,12 +217,9 @@ def index_version_activate_confirm(request, project, version_id: int):
 @require_http_methods(["GET", "HEAD", "POST"])
 def index_version_rollback_confirm(request, project):
     target = index_version_previous(project=project)
-    if target is None:
-        refusal = "There is no earlier index version to roll back to."
-    elif _target_changed(request, target):
+    refusal = ""
+    if target is not None and _target_changed(request, target):
         refusal = "The index versions changed since you confirmed; look at them again."
-    else:
-        refusal = ""
     number = target.number if target else None
     return _confirm_or_switch(
         request,
@@ -231,7 +230,7 @@ def index_version_rollback_confirm(request, project):
             "again from the next request on, and the current version is retired.",
             button=f"Roll back to v{number}",
             done=f"Rolled back: index v{number} is active again.",
-            perform=lambda: index_version_rollback(project=project),
+            perform=lambda data: index_version_rollback(project=project),
             refusal=refusal,
             target_id=target.pk if target else None,
             dangerous=True,

@@ -31,7 +31,10 @@ class DemoBootstrapResult:
     project: Project
     document_counts: dict[str, int]
     admin_password: str | None  # only when the admin user was created by this call
-    secret_key: str | None  # only when the demo key was created by this call
+    # The raw keys, only when this call created them: the app's (what an app that serves and
+    # logs needs) and the admin's (every scope: datasets, jobs, versions too).
+    app_key: str | None
+    admin_key: str | None
 
 
 def demo_bootstrap(*, admin_username: str, knowledge_base: Path) -> DemoBootstrapResult:
@@ -48,12 +51,25 @@ def demo_bootstrap(*, admin_username: str, knowledge_base: Path) -> DemoBootstra
     for result in documents_load_folder(project=project, folder=knowledge_base):
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
         document_index(document_id=result.document.pk)
-    secret_key = None
-    if not ApiKey.objects.filter(project=project, kind=ApiKey.Kind.SECRET).exists():
-        secret_key = api_key_create(project=project, kind=ApiKey.Kind.SECRET, name="demo").raw_key
     return DemoBootstrapResult(
         project=project,
         document_counts=counts,
         admin_password=admin_user_ensure(username=admin_username),
-        secret_key=secret_key,
+        app_key=_demo_key_ensure(project=project, name=DEMO_APP_KEY_NAME, scopes=None),
+        admin_key=_demo_key_ensure(
+            project=project, name=DEMO_ADMIN_KEY_NAME, scopes=ApiKey.Scope.values
+        ),
     )
+
+
+DEMO_APP_KEY_NAME = "demo"
+DEMO_ADMIN_KEY_NAME = "demo-admin"
+
+
+def _demo_key_ensure(*, project: Project, name: str, scopes: list[str] | None) -> str | None:
+    """A secret key of that name, created once (None when it exists: its value is gone)."""
+    if ApiKey.objects.filter(project=project, kind=ApiKey.Kind.SECRET, name=name).exists():
+        return None
+    return api_key_create(
+        project=project, kind=ApiKey.Kind.SECRET, name=name, scopes=scopes
+    ).raw_key

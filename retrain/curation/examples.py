@@ -1,23 +1,24 @@
 """An instruction example's messages, built by the code that built the serving prompt
 (RAFT-style: the retrieved context as it was served, with the passage that holds the answer
-among the distractors), PII-scrubbed, and its content hash."""
+among the distractors) or, for an interaction an app logged, its messages as logged;
+PII-scrubbed per source, and its content hash."""
 
 import hashlib
 import re
+from collections import Counter
+from dataclasses import dataclass
 
 from flywheel.grounding import groundedness
 from flywheel.models import Interaction, VerifiedAnswer
 from flywheel.services.chat import prompt_messages_build
-from retrain.models import CurationPolicy
+from retrain.curation.pii import pii_entities_normalise, pii_scrub_counted
+from retrain.models import CurationPolicy, InstructionExample
 
 
 def _served_passages(interaction: Interaction) -> list[dict] | None:
     """The context the model saw: None when retrieval was off for this interaction."""
-    served_by_us = interaction.source == Interaction.Source.CHAT
     rag_on = interaction.metadata.get("flywheel", {}).get("rag", True)
-    if served_by_us:
-        return interaction.retrieved if rag_on else None
-    return interaction.retrieved or None
+    return interaction.retrieved if rag_on else None
 
 
 # A passage "holds" the answer when it contains this share of the answer's content words.
@@ -53,33 +54,82 @@ def _with_answer_passage(
     ]
 
 
-def scrubber_for(policy: CurationPolicy):
-    if not policy.scrub_pii:
-        return lambda text: text
-    # Imported here: name detection loads a language model, which only curation needs.
-    from retrain.curation.pii import pii_scrub
+class ExampleScrubber:
+    """Scrubs each text of an example by the kinds the policy chose for its source (see
+    `PII_SOURCES`), and counts what it replaced per kind."""
 
-    return pii_scrub
+    def __init__(self, policy: CurationPolicy):
+        self.enabled = policy.scrub_pii
+        self.kinds_by_source = pii_entities_normalise(policy.pii_entities)
+        self.scrub_private_ips = policy.scrub_private_ips
+        self.replaced: Counter[str] = Counter()
+
+    def scrub(self, text: str, *, source: str) -> str:
+        if not self.enabled:
+            return text
+        scrubbed, replaced = pii_scrub_counted(
+            text,
+            kinds=self.kinds_by_source[source],
+            scrub_private_ips=self.scrub_private_ips,
+        )
+        self.replaced.update(replaced)
+        return scrubbed
 
 
-def example_messages_build(
-    *, interaction: Interaction, target: str, policy: CurationPolicy
-) -> list[dict]:
-    """Prompt as served plus the target answer; user and assistant turns PII-scrubbed (the
-    system prompt and the knowledge-base context are ours, not the user's)."""
-    scrub = scrubber_for(policy)
-    prompt = prompt_messages_build(
+# The source whose PII rules a turn of a conversation follows; system and developer messages
+# are instructions (ours, or the app's own) and stay as they were.
+_SOURCE_OF_ROLE = {"assistant": "model_answers", "user": "user_messages", "tool": "user_messages"}
+_CORRECTION_SIGNALS = {
+    InstructionExample.Signal.REVIEWER_CORRECTION,
+    InstructionExample.Signal.USER_CORRECTION,
+}
+
+
+@dataclass(frozen=True)
+class ExampleTexts:
+    messages: list[dict]
+    rejected_answer: str
+    pii_scrubbed: dict[str, int]
+
+
+def _prompt(interaction: Interaction, target: str) -> list[dict]:
+    """What the model answering was prompted with. A logged interaction was answered by the
+    app's own LLM: its messages, system prompt and any context in them, are the prompt
+    exactly as logged, never our template."""
+    if interaction.source == Interaction.Source.LOG:
+        return [dict(message) for message in interaction.messages]
+    return prompt_messages_build(
         project=interaction.project,
         messages=interaction.messages,
         passages=_with_answer_passage(interaction, target, _served_passages(interaction)),
     )
-    scrubbed = [
-        message
-        if message["role"] == "system"
-        else {**message, "content": scrub(message["content"])}
-        for message in prompt
+
+
+def example_texts_build(
+    *,
+    interaction: Interaction,
+    target: str,
+    signal: str,
+    rejected_answer: str,
+    policy: CurationPolicy,
+) -> ExampleTexts:
+    """The prompt plus the target answer, and the answer it replaced, each text PII-scrubbed by
+    the rules of its source: end-user turns, model answers, or corrections."""
+    scrubber = ExampleScrubber(policy)
+    prompt = [
+        {**message, "content": scrubber.scrub(message["content"], source=source)}
+        if (source := _SOURCE_OF_ROLE.get(message["role"]))
+        else message
+        for message in _prompt(interaction, target)
     ]
-    return [*scrubbed, {"role": "assistant", "content": scrub(target)}]
+    target_source = "corrections" if signal in _CORRECTION_SIGNALS else "model_answers"
+    answer = {"role": "assistant", "content": scrubber.scrub(target, source=target_source)}
+    rejected = scrubber.scrub(rejected_answer, source="model_answers") if rejected_answer else ""
+    return ExampleTexts(
+        messages=[*prompt, answer],
+        rejected_answer=rejected,
+        pii_scrubbed=dict(sorted(scrubber.replaced.items())),
+    )
 
 
 _WHITESPACE = re.compile(r"\s+")

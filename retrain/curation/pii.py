@@ -25,10 +25,14 @@ Kinds and the decisions behind them:
 - IBAN: a country code of the ISO 13616 registry, two check digits and the BBAN, with or
   without spaces, exactly as long as that country's IBANs and passing the mod-97 check. Text
   shaped like an IBAN that fails the check is left alone as a whole, digits included.
-- IP_ADDRESS: IPv4 and IPv6 candidates validated with `ipaddress`. Loopback and unspecified
-  addresses (127.0.0.1, 0.0.0.0, ::1, ::) are left alone: they identify nobody and appear in
-  every set-up instruction. A four-part dotted version such as 10.2.0.1 is indistinguishable
-  from an address and is scrubbed; losing a version number costs less than keeping an address.
+- IP_ADDRESS: IPv4 and IPv6 candidates validated with `ipaddress`. Unspecified addresses
+  (0.0.0.0, ::) are always left alone. Private-range addresses — RFC 1918 (10/8, 172.16/12,
+  192.168/16), loopback, link-local and IPv6 unique-local (fc00::/7), also when mapped into
+  IPv6 — are left alone unless `scrub_private_ips` is set: they point into someone's own
+  network, identify nobody from outside it, and are the facts a support answer is about ("the
+  worker at 10.0.0.15 times out"). A four-part dotted version such as 8.2.0.1 is
+  indistinguishable from a public address and is scrubbed; losing a version number costs less
+  than keeping an address.
 - SECRET, from the most to the least certain: known prefixes (OpenAI/Anthropic sk-, Stripe
   sk_/pk_/rk_ live/test, Flywheel fw_sk_/fw_pk_, GitHub ghp_/gho_/ghu_/ghs_/ghr_/github_pat_,
   AWS AKIA/ASIA, Slack xox?-, Google AIza), JWTs (eyJ header, payload and signature in
@@ -58,6 +62,12 @@ Kinds and the decisions behind them:
   that a future detector is measured on the same data, and `names=True` raises instead of
   returning text with the names still in it.
 
+Which kinds are scrubbed depends on where the text comes from (`PII_SOURCES`); the curation
+policy chooses them per source, and `PII_ENTITIES_DEFAULT` scrubs every kind everywhere except IP
+addresses, which only end-user messages have scrubbed: the addresses in answers and corrections
+are the product's own servers, facts worth keeping. A kind left out is still detected, so that
+its text is never mistaken for a weaker kind around it, and then left as it was.
+
 Overlaps are resolved by specificity (`_Specificity`): the more specific kind wins, so a key
 beats the keyword rule around it and a card beats the phone-like run around it; between
 equally specific candidates the longer wins.
@@ -85,6 +95,27 @@ PLACEHOLDERS = {
     "PERSON": "<PERSON>",
 }
 DETECTED_KINDS = ("EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SECRET")
+PII_KIND_LABELS = {
+    "EMAIL": "E-mail addresses",
+    "PHONE": "Phone numbers",
+    "CREDIT_CARD": "Card numbers",
+    "IBAN": "IBANs",
+    "IP_ADDRESS": "IP addresses",
+    "SECRET": "Secrets and tokens",
+    "PERSON": "Person names",
+}
+# Where a text of a training example comes from; the curation policy scrubs each differently.
+PII_SOURCES = {
+    "user_messages": "End-user messages",
+    "model_answers": "Model answers",
+    "corrections": "Corrections (reviewers' and end users')",
+}
+_SCRUBBED_EVERYWHERE = ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "SECRET"]
+PII_ENTITIES_DEFAULT = {
+    "user_messages": ["EMAIL", "PHONE", "CREDIT_CARD", "IBAN", "IP_ADDRESS", "SECRET"],
+    "model_answers": _SCRUBBED_EVERYWHERE,
+    "corrections": _SCRUBBED_EVERYWHERE,
+}
 _PERSON_NAMES_UNSUPPORTED = (
     "Person names are not detected: spaCy's small English model scored precision 0.83 on "
     "tests/data/pii/labelled.jsonl, under the 0.85 required (see retrain/curation/pii.py). "
@@ -117,29 +148,92 @@ class _Candidate(NamedTuple):
     start: int
     end: int
     specificity: _Specificity
+    private_address: bool = False
 
 
-def pii_find(text: str, *, names: bool = False) -> list[PiiFinding]:
-    """The PII in `text`, non-overlapping and sorted by start. Person names are not detected,
-    so `names=True` raises NotImplementedError rather than quietly leaving them in."""
+def pii_entities_default() -> dict[str, list[str]]:
+    """A fresh copy of `PII_ENTITIES_DEFAULT`, for a model field's default."""
+    return {source: list(kinds) for source, kinds in PII_ENTITIES_DEFAULT.items()}
+
+
+def pii_entities_normalise(value: object) -> dict[str, list[str]]:
+    """The kinds to scrub per source, checked: an object with a list of detected kinds for each
+    of `PII_SOURCES` (a source left out gets its default), in `DETECTED_KINDS` order.
+    Raises ValueError naming what is wrong."""
+    if not isinstance(value, dict):
+        raise ValueError(f"must be an object mapping each of {', '.join(PII_SOURCES)} to kinds")
+    unknown_sources = sorted(set(value) - set(PII_SOURCES))
+    if unknown_sources:
+        raise ValueError(
+            f"unknown sources {', '.join(map(str, unknown_sources))}; "
+            f"the sources are {', '.join(PII_SOURCES)}"
+        )
+    normalised = {}
+    for source, default in PII_ENTITIES_DEFAULT.items():
+        kinds = value.get(source, default)
+        if not isinstance(kinds, list) or not all(isinstance(kind, str) for kind in kinds):
+            raise ValueError(f"{source} must be a list of kinds")
+        unknown_kinds = sorted(set(kinds) - set(DETECTED_KINDS))
+        if unknown_kinds:
+            raise ValueError(
+                f"{source}: unknown kinds {', '.join(unknown_kinds)}; "
+                f"the kinds are {', '.join(DETECTED_KINDS)}"
+            )
+        normalised[source] = [kind for kind in DETECTED_KINDS if kind in kinds]
+    return normalised
+
+
+def pii_find(
+    text: str,
+    *,
+    kinds: Iterable[str] = DETECTED_KINDS,
+    scrub_private_ips: bool = False,
+    names: bool = False,
+) -> list[PiiFinding]:
+    """The PII of the given `kinds` in `text`, non-overlapping and sorted by start; private-range
+    IP addresses only with `scrub_private_ips`. Person names are not detected, so `names=True`
+    raises NotImplementedError rather than quietly leaving them in."""
     if names:
         raise NotImplementedError(_PERSON_NAMES_UNSUPPORTED)
+    wanted = set(kinds)
     candidates = [candidate for detect in _DETECTORS for candidate in detect(text)]
+    # Every kind takes part in resolving overlaps, so that text left alone (a kind not wanted,
+    # a private address) keeps its span rather than passing for a weaker kind around it.
     return [
         PiiFinding(kind=c.kind, start=c.start, end=c.end, text=text[c.start : c.end])
         for c in _without_overlaps(candidates, taken=_spans_to_leave_alone(text))
+        if c.kind in wanted and (scrub_private_ips or not c.private_address)
     ]
 
 
-def pii_scrub(text: str, *, names: bool = False) -> str:
+def pii_scrub(
+    text: str,
+    *,
+    kinds: Iterable[str] = DETECTED_KINDS,
+    scrub_private_ips: bool = False,
+    names: bool = False,
+) -> str:
     """`text` with each finding replaced by its kind's placeholder."""
+    return pii_scrub_counted(text, kinds=kinds, scrub_private_ips=scrub_private_ips, names=names)[0]
+
+
+def pii_scrub_counted(
+    text: str,
+    *,
+    kinds: Iterable[str] = DETECTED_KINDS,
+    scrub_private_ips: bool = False,
+    names: bool = False,
+) -> tuple[str, Counter[str]]:
+    """`pii_scrub`, and how many findings of each kind it replaced."""
     pieces = []
     position = 0
-    for finding in pii_find(text, names=names):
+    replaced: Counter[str] = Counter()
+    for finding in pii_find(text, kinds=kinds, scrub_private_ips=scrub_private_ips, names=names):
         pieces += [text[position : finding.start], PLACEHOLDERS[finding.kind]]
         position = finding.end
+        replaced[finding.kind] += 1
     pieces.append(text[position:])
-    return "".join(pieces)
+    return "".join(pieces), replaced
 
 
 def _without_overlaps(
@@ -420,15 +514,40 @@ _IPV6 = re.compile(
 )
 
 
+_RFC_1918_NETWORKS = tuple(
+    ipaddress.IPv4Network(network) for network in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+)
+_IPV6_UNIQUE_LOCAL = ipaddress.IPv6Network("fc00::/7")
+
+
+def _is_private_range(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """RFC 1918, loopback, link-local, and IPv6 unique-local. Not `is_private`, which also
+    holds the documentation and benchmarking ranges: examples of public addresses."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return _is_private_range(address.ipv4_mapped)
+        return address.is_loopback or address.is_link_local or address in _IPV6_UNIQUE_LOCAL
+    return (
+        address.is_loopback
+        or address.is_link_local
+        or any(address in network for network in _RFC_1918_NETWORKS)
+    )
+
+
 def _ip_candidates(text: str) -> Iterator[_Candidate]:
-    for pattern, parse in ((_IPV4, ipaddress.IPv4Address), (_IPV6, ipaddress.IPv6Address)):
+    for pattern in (_IPV4, _IPV6):
         for match in pattern.finditer(text):
             try:
-                address = parse(match.group())
+                address = ipaddress.ip_address(match.group())
             except ValueError:
                 continue
-            if not (address.is_loopback or address.is_unspecified):
-                yield _Candidate("IP_ADDRESS", *match.span(), _Specificity.IP_ADDRESS)
+            if not address.is_unspecified:
+                yield _Candidate(
+                    "IP_ADDRESS",
+                    *match.span(),
+                    _Specificity.IP_ADDRESS,
+                    private_address=_is_private_range(address),
+                )
 
 
 # --- secrets -----------------------------------------------------------------------------
@@ -530,9 +649,20 @@ class PiiScore:
         return self.matched / self.found if self.found else None
 
 
-def pii_labelled_read(path: Path) -> list[tuple[str, list[PiiFinding]]]:
-    """Texts with their labelled spans, from JSON lines of
-    {"text": ..., "spans": [{"kind": ..., "start": ..., "end": ...}]}."""
+class LabelledText(NamedTuple):
+    """A text with the spans that should be scrubbed from it under the default policy for its
+    source, or with private addresses scrubbed too where `scrub_private_ips` is set."""
+
+    text: str
+    spans: list[PiiFinding]
+    source: str = "user_messages"
+    scrub_private_ips: bool = False
+
+
+def pii_labelled_read(path: Path) -> list[LabelledText]:
+    """Labelled texts from JSON lines of {"text": ..., "spans": [{"kind": ..., "start": ...,
+    "end": ...}]}, with optional "source" (one of `PII_SOURCES`, default end-user messages)
+    and "scrub_private_ips" (default false)."""
     labelled = []
     for line in path.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
@@ -546,7 +676,17 @@ def pii_labelled_read(path: Path) -> list[tuple[str, list[PiiFinding]]]:
             )
             for span in record["spans"]
         ]
-        labelled.append((text, spans))
+        source = record.get("source", "user_messages")
+        if source not in PII_SOURCES:
+            raise ValueError(f"unknown source {source!r} in {path}")
+        labelled.append(
+            LabelledText(
+                text=text,
+                spans=spans,
+                source=source,
+                scrub_private_ips=record.get("scrub_private_ips", False),
+            )
+        )
     return labelled
 
 
@@ -557,14 +697,18 @@ def _same_span(found: PiiFinding, label: PiiFinding) -> bool:
     return found.kind == label.kind and overlap * 2 >= longer
 
 
-def pii_evaluate(labelled: Iterable[tuple[str, list[PiiFinding]]]) -> dict[str, PiiScore]:
+def pii_evaluate(labelled: Iterable[LabelledText]) -> dict[str, PiiScore]:
     """Span-level recall and precision for every kind of `PLACEHOLDERS` (an undetected kind
-    shows what is missed), plus "detected kinds" together. Each label matches at most one
-    finding and each finding at most one label."""
+    shows what is missed), plus "detected kinds" together, each text scrubbed as the default
+    policy scrubs its source. Each label matches at most one finding and each finding at most
+    one label."""
     counts: dict[str, Counter[str]] = {kind: Counter() for kind in PLACEHOLDERS}
-    for text, labels in labelled:
+    for text, labels, source, scrub_private_ips in labelled:
         unmatched = list(labels)
-        for found in pii_find(text):
+        findings = pii_find(
+            text, kinds=PII_ENTITIES_DEFAULT[source], scrub_private_ips=scrub_private_ips
+        )
+        for found in findings:
             counts[found.kind]["found"] += 1
             label = next((label for label in unmatched if _same_span(found, label)), None)
             if label is not None:

@@ -2,7 +2,8 @@
 
 For each interaction: decide from its current ratings and latest review what the policy makes
 of it, build the example exactly as the model was prompted when serving (system prompt and
-retrieved context included, RAFT-style), scrub PII, and place it in a near-duplicate cluster.
+retrieved context included, RAFT-style; an app's logged interaction keeps the messages it
+logged), scrub PII per source, and place it in a near-duplicate cluster.
 The cluster decides two things: its best-rated member is the only one that enters datasets,
 and its split (train or eval) is a stable function of the cluster, so no paraphrase of an
 eval question is ever trained on.
@@ -15,7 +16,7 @@ nothing twice.
 from dataclasses import dataclass, field
 
 from django.db import connection, transaction
-from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q
+from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q, QuerySet
 from django.utils import timezone
 
 from feedback.models import Rating, Review
@@ -26,7 +27,7 @@ from retrain.curation.dedupe import (
     clusters_reelect,
     representatives_elect,
 )
-from retrain.curation.examples import example_content_hash, example_messages_build, scrubber_for
+from retrain.curation.examples import example_content_hash, example_texts_build
 from retrain.curation.policy import curation_decide, curation_policy_get
 from retrain.curation.split import split_for_cluster
 from retrain.models import InstructionExample
@@ -42,6 +43,7 @@ RECURATED_FIELDS = [
     "exclusion_reason",
     "messages",
     "rejected_answer",
+    "pii_scrubbed",
     "rating",
     "review",
     "content_hash",
@@ -189,18 +191,22 @@ def interactions_curate(*, project: Project, interaction_ids) -> CurationSummary
 def _example_fill(
     example: InstructionExample, *, interaction, decision, policy, curated_at
 ) -> None:
-    scrub = scrubber_for(policy)
-    messages = example_messages_build(
-        interaction=interaction, target=decision.target, policy=policy
+    texts = example_texts_build(
+        interaction=interaction,
+        target=decision.target,
+        signal=decision.signal,
+        rejected_answer=decision.rejected_answer,
+        policy=policy,
     )
     example.status = decision.status
     example.signal = decision.signal
     example.exclusion_reason = decision.exclusion_reason
-    example.messages = messages
-    example.rejected_answer = scrub(decision.rejected_answer) if decision.rejected_answer else ""
+    example.messages = texts.messages
+    example.rejected_answer = texts.rejected_answer
+    example.pii_scrubbed = texts.pii_scrubbed
     example.rating = decision.rating
     example.review = decision.review
-    example.content_hash = example_content_hash(messages)
+    example.content_hash = example_content_hash(texts.messages)
     example.question_embedding = interaction.query_embedding
     example.quality = decision.quality
     example.curated_at = curated_at
@@ -217,23 +223,27 @@ def interaction_curate(*, interaction_id) -> CurationSummary | None:
     )
 
 
-def interactions_needing_curation(*, limit: int = 5000) -> dict[int, list]:
+def interactions_awaiting_curation() -> QuerySet[Interaction]:
     """Interactions whose feedback changed after they were last curated, or that were never
-    curated: their curation task was lost. Grouped by project id."""
+    curated: their curation task has not run yet, or was lost."""
     curated_at = F("instruction_example__curated_at")
-    stale = (
+    return (
         Interaction.objects.filter(
             Exists(Rating.objects.filter(interaction=OuterRef("pk")))
             | Exists(Review.objects.filter(interaction=OuterRef("pk")))
         )
-        .annotate(last_rating=Max("ratings__updated_at"), last_review=Max("reviews__created_at"))
+        .annotate(last_rating=Max("ratings__updated_at"), last_review=Max("reviews__updated_at"))
         .filter(
             Q(instruction_example__isnull=True)
             | Q(last_rating__gt=curated_at)
             | Q(last_review__gt=curated_at)
         )
-        .values_list("project_id", "pk")[:limit]
     )
+
+
+def interactions_needing_curation(*, limit: int = 5000) -> dict[int, list]:
+    """interactions_awaiting_curation, grouped by project id."""
+    stale = interactions_awaiting_curation().values_list("project_id", "pk")[:limit]
     grouped: dict[int, list] = {}
     for project_id, interaction_id in stale:
         grouped.setdefault(project_id, []).append(interaction_id)

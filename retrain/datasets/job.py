@@ -1,4 +1,5 @@
-from retrain.datasets.snapshot import dataset_snapshot
+from retrain.curation.policy import curation_policy_get
+from retrain.datasets.snapshot import dataset_snapshot, dataset_version_eval_shortfall
 from retrain.jobs.parameters import reject_unknown
 from retrain.models import DatasetVersion, Job
 
@@ -16,3 +17,9 @@ def run(job: Job, context) -> None:
     Job.objects.filter(pk=job.pk).update(dataset_version=version)
     context.record_metrics(dataset_version=version.number, created=created, **version.counts)
     context.log(f"Dataset v{version.number} {'created' if created else 'unchanged'}")
+    shortfall = dataset_version_eval_shortfall(
+        version=version,
+        min_eval_examples=curation_policy_get(project=job.project).min_eval_examples,
+    )
+    if shortfall:
+        context.log(f"Dataset v{version.number}: {shortfall}")

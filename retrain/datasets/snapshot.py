@@ -50,15 +50,25 @@ class RecordDraft(NamedTuple):
     rejected: str
     signal: str
     content_hash: str
-    question_chars: int = 0  # this and the source: SFT records only
-    source: str = ""
+    source: str
+    question_chars: int = 0  # SFT records only
 
 
-def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
+class SnapshotDrafts(NamedTuple):
+    records: list[RecordDraft]
+    # Summed over the included examples: how many findings of each PII kind were scrubbed.
+    pii_scrubbed: dict[str, int]
+    # Preference pairs left out because chosen and rejected are the same text once scrubbed.
+    identical_pairs_dropped: int
+
+
+def dataset_record_drafts(*, project: Project) -> SnapshotDrafts:
     """The records a snapshot taken now would hold, in the order they are written.
 
     Preference pairs come from two places: a correction against the answer it replaced, and a
     cluster's chosen example against a thumbs-down answer to a question of the same cluster.
+    Both sides are stored scrubbed, so a pair whose answers differ only in the PII scrubbing
+    replaced (two e-mail addresses) teaches nothing and is dropped.
     """
     examples = InstructionExample.objects.filter(project=project).order_by("pk")
     included = examples.filter(status=InstructionExample.Status.INCLUDED).values_list(
@@ -71,6 +81,7 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
         KT("messages__-1__content"),
         Length(_LastUserTurn("messages")),
         "interaction__source",
+        "pii_scrubbed",
     )
     negatives_by_cluster: dict[int, list[str]] = {}
     for cluster, answer in examples.filter(
@@ -79,6 +90,8 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
         negatives_by_cluster.setdefault(cluster, []).append(answer)
 
     sft, preference = [], []
+    pii_scrubbed: Counter[str] = Counter()
+    identical_pairs_dropped = 0
     for (
         example_id,
         split,
@@ -89,7 +102,9 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
         chosen,
         question_chars,
         source,
+        example_pii_scrubbed,
     ) in included.iterator(chunk_size=RECORD_BATCH_SIZE):
+        pii_scrubbed.update(example_pii_scrubbed)
         sft.append(
             RecordDraft(
                 example_id=example_id,
@@ -104,16 +119,16 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
             )
         )
         rejected_answers = []
-        if rejected_answer and rejected_answer != chosen:
+        if rejected_answer:
             rejected_answers.append((rejected_answer, "correction_vs_answer"))
         rejected_answers += [
-            (answer, "preferred_vs_thumbs_down")
-            for answer in negatives_by_cluster.get(cluster, [])
-            if answer != chosen
+            (answer, "preferred_vs_thumbs_down") for answer in negatives_by_cluster.get(cluster, [])
         ]
         seen = set()
         for rejected, pair_signal in rejected_answers:
-            if rejected not in seen:
+            if rejected == chosen:
+                identical_pairs_dropped += 1
+            elif rejected not in seen:
                 seen.add(rejected)
                 preference.append(
                     RecordDraft(
@@ -124,16 +139,30 @@ def dataset_record_drafts(*, project: Project) -> list[RecordDraft]:
                         rejected=rejected,
                         signal=pair_signal,
                         content_hash=_sha256(content_hash, chosen, rejected),
+                        source=source,
                     )
                 )
-    return sft + preference
+    return SnapshotDrafts(
+        records=sft + preference,
+        pii_scrubbed=dict(sorted(pii_scrubbed.items())),
+        identical_pairs_dropped=identical_pairs_dropped,
+    )
 
 
 def _records_write(*, version: DatasetVersion, drafts: list[RecordDraft]) -> None:
     """Insert the records, RECORD_BATCH_SIZE at a time and in their order (exports follow the
     ids). Each record's prompt is its example's messages without the last, the answer:
     PostgreSQL copies it from the example, so the prompts never travel to Python and back."""
-    columns = ["example_id", "kind", "split", "chosen", "rejected", "signal", "content_hash"]
+    columns = [
+        "example_id",
+        "kind",
+        "split",
+        "chosen",
+        "rejected",
+        "signal",
+        "content_hash",
+        "source",
+    ]
     with connection.cursor() as cursor:
         for start in range(0, len(drafts), RECORD_BATCH_SIZE):
             batch = drafts[start : start + RECORD_BATCH_SIZE]
@@ -142,7 +171,7 @@ def _records_write(*, version: DatasetVersion, drafts: list[RecordDraft]) -> Non
                 f"(dataset_version_id, prompt, {', '.join(columns)}) "
                 f"SELECT %s, example.messages - -1, {', '.join(f'draft.{c}' for c in columns)} "
                 "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::text[], %s::text[]) WITH ORDINALITY "
+                "%s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
                 f"AS draft({', '.join(columns)}, position) "
                 f"JOIN {InstructionExample._meta.db_table} AS example "
                 "ON example.id = draft.example_id "
@@ -168,8 +197,8 @@ def _length_stats(values: list[int]) -> dict:
     }
 
 
-def _stats(*, project: Project, drafts: list[RecordDraft]) -> dict:
-    sft = [r for r in drafts if r.kind == Kind.SFT]
+def _stats(*, project: Project, drafts: SnapshotDrafts) -> dict:
+    sft = [r for r in drafts.records if r.kind == Kind.SFT]
     ratings = Rating.objects.filter(
         interaction__instruction_example__project=project,
         interaction__instruction_example__status=InstructionExample.Status.INCLUDED,
@@ -177,8 +206,10 @@ def _stats(*, project: Project, drafts: list[RecordDraft]) -> dict:
     return {
         "question_chars": _length_stats([r.question_chars for r in sft]),
         "answer_chars": _length_stats([len(r.chosen) for r in sft]),
-        "signals": dict(Counter(r.signal for r in drafts)),
+        "signals": dict(Counter(r.signal for r in drafts.records)),
         "sources": dict(Counter(r.source for r in sft)),
+        "pii_scrubbed": drafts.pii_scrubbed,
+        "identical_pairs_dropped": drafts.identical_pairs_dropped,
         "ratings": {
             "thumbs": dict(
                 ratings.exclude(thumb="").values_list("thumb").annotate(Count("pk")).order_by()
@@ -233,7 +264,7 @@ def dataset_snapshot(
             project.pk
         )  # curation waits, so the snapshot sees one consistent state
         drafts = dataset_record_drafts(project=project)
-        content_hash = _content_hash(drafts)
+        content_hash = _content_hash(drafts.records)
         existing = DatasetVersion.objects.filter(project=project, content_hash=content_hash)
         if existing.exists():
             return existing.get(), False
@@ -251,12 +282,36 @@ def dataset_snapshot(
                 for key, value in model_to_dict(policy).items()
                 if key not in POLICY_FIELDS_EXCLUDED
             },
-            counts=_counts(drafts),
+            counts=_counts(drafts.records),
             stats=_stats(project=project, drafts=drafts),
-            diff=_diff(drafts, previous),
+            diff=_diff(drafts.records, previous),
             previous=previous,
             trigger=trigger,
             created_by=created_by,
         )
-        _records_write(version=version, drafts=drafts)
+        _records_write(version=version, drafts=drafts.records)
     return version, True
+
+
+def dataset_eval_shortfall(
+    *, eval_examples: int, min_eval_examples: int, golden_examples: int = 0
+) -> str:
+    """Why an eval split of `eval_examples`, with a golden set of `golden_examples` beside it,
+    cannot feed the promotion gate, which decides on no fewer than the policy's
+    `min_eval_examples` questions of both together; "" when it can."""
+    if eval_examples + golden_examples >= min_eval_examples:
+        return ""
+    held = f"The eval split holds {eval_examples} example{'' if eval_examples == 1 else 's'}"
+    held += f" and the golden set {golden_examples}, together" if golden_examples else ","
+    return (
+        f"{held} fewer than the {min_eval_examples} the promotion gate needs (the curation "
+        "policy's minimum eval examples), so training on it with evaluate=true is refused. "
+        "Curate more feedback, raise the eval fraction, add a golden set or lower the minimum, "
+        "or train with evaluate=false."
+    )
+
+
+def dataset_version_eval_shortfall(*, version: DatasetVersion, min_eval_examples: int) -> str:
+    return dataset_eval_shortfall(
+        eval_examples=version.counts["eval"], min_eval_examples=min_eval_examples
+    )

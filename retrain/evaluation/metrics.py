@@ -2,7 +2,8 @@
 
 A model is scored three ways on the same records: the loss of the reference answers (how
 likely the model finds them; needs no generation), and the greedy answer it generates against
-the reference by token F1 and ROUGE-L (SQuAD-style normalisation for both).
+the reference by token F1 and ROUGE-L (SQuAD-style normalisation for both). Every answer is kept
+with its scores, so two models can be compared question by question.
 """
 
 import re
@@ -115,7 +116,12 @@ class ModelEvaluation:
     token_f1: float
     rouge_l: float
     examples: int
-    samples: list[dict]  # up to SAMPLE_COUNT {question, reference, prediction}
+    # One per record, in order: {question, reference, prediction, token_f1, rouge_l}.
+    answers: list[dict]
+
+    @property
+    def samples(self) -> list[dict]:
+        return self.answers[:SAMPLE_COUNT]
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -171,30 +177,29 @@ def evaluate_model(
     )
     if on_progress is not None:
         on_progress(0, len(records))
-    f1_scores, rouge_scores, samples = [], [], []
+    answers = []
     with torch.inference_mode():
         for done, record in enumerate(records, start=1):
             prediction = _greedy_answer(
                 model, tokenizer, record.prompt, max_new_tokens=max_new_tokens
             )
-            f1_scores.append(token_f1(prediction, record.chosen))
-            rouge_scores.append(rouge_l(prediction, record.chosen))
-            if len(samples) < SAMPLE_COUNT:
-                samples.append(
-                    {
-                        "question": last_user_message(record.prompt),
-                        "reference": record.chosen,
-                        "prediction": prediction,
-                    }
-                )
+            answers.append(
+                {
+                    "question": last_user_message(record.prompt),
+                    "reference": record.chosen,
+                    "prediction": prediction,
+                    "token_f1": token_f1(prediction, record.chosen),
+                    "rouge_l": rouge_l(prediction, record.chosen),
+                }
+            )
             if on_progress is not None:
                 on_progress(done, len(records))
     return ModelEvaluation(
         eval_loss=loss,
-        token_f1=sum(f1_scores) / len(f1_scores),
-        rouge_l=sum(rouge_scores) / len(rouge_scores),
+        token_f1=sum(answer["token_f1"] for answer in answers) / len(answers),
+        rouge_l=sum(answer["rouge_l"] for answer in answers) / len(answers),
         examples=len(records),
-        samples=samples,
+        answers=answers,
     )
 
 

@@ -8,7 +8,7 @@ from flywheel.models import IndexVersion, Project, VerifiedAnswer
 from flywheel.selectors.retrieval import active_index_version
 from flywheel.services.verified_answers import verified_answers_calibrate, verified_answers_reembed
 from retrain.curation.policy import curation_policy_get
-from retrain.index_refresh.build import CorrectionEntry, index_version_build
+from retrain.index_refresh.build import CorrectionEntry, IndexUnchanged, index_version_build
 from retrain.jobs.lifecycle import JobCancelled
 from retrain.jobs.parameters import golden_set_load, reject_unknown, take_bool, take_golden_set
 from retrain.models import Job
@@ -29,9 +29,10 @@ def validate_parameters(values: dict) -> dict:
 def approved_corrections(*, project: Project) -> list[CorrectionEntry]:
     """Interactions whose latest review is a correction: the reviewer's ideal answer to the
     question asked, with the question PII-scrubbed as the curation policy says."""
-    from retrain.curation.pii import pii_scrub
+    from retrain.curation.examples import ExampleScrubber
 
     policy = curation_policy_get(project=project)
+    scrubber = ExampleScrubber(policy)
     latest = Review.objects.filter(interaction=OuterRef("interaction")).order_by(
         "-created_at", "-pk"
     )
@@ -44,8 +45,9 @@ def approved_corrections(*, project: Project) -> list[CorrectionEntry]:
     entries = []
     for review in reviews:
         question = review.interaction.query_text
-        if policy.scrub_pii:
-            question = pii_scrub(question)
+        # The question is the end user's: it follows their messages' rules (ExampleScrubber
+        # leaves it alone when the policy scrubs nothing).
+        question = scrubber.scrub(question, source="user_messages")
         entries.append(
             CorrectionEntry(review_id=review.pk, question=question, answer=review.ideal_answer)
         )
@@ -81,6 +83,14 @@ def run(job: Job, context) -> None:
         # A half-built version is of no use to anyone: drop it with its chunks.
         IndexVersion.objects.filter(pk__in=[v.pk for v in building]).delete()
         raise
+    except IndexUnchanged as unchanged:
+        context.record_metrics(unchanged=True, index_version=unchanged.version.number)
+        context.log(
+            f"Nothing changed since index v{unchanged.version.number} (same documents, "
+            "corrections, retriever and chunking): no new version was built"
+        )
+        context.progress(100, f"Nothing changed: index v{unchanged.version.number} stays active")
+        return
     Job.objects.filter(pk=job.pk).update(index_version=version)
     context.log(f"Built index v{version.number}: {version.stats}")
 

@@ -3,6 +3,7 @@
 from retrain.datasets import job as snapshot
 from retrain.evaluation import job as evaluation
 from retrain.index_refresh import job as index_refresh
+from retrain.jobs import recuration
 from retrain.jobs.lifecycle import register_job_kind
 from retrain.models import Job
 from retrain.tasks import curation as curation_tasks
@@ -13,6 +14,12 @@ from retrain.training import retriever_job
 
 
 def register_all() -> None:
+    register_job_kind(
+        Job.Kind.RECURATION,
+        task=curation_tasks.run_recuration,
+        validate=recuration.validate_parameters,
+        one_at_a_time=True,
+    )
     register_job_kind(
         Job.Kind.DATASET_SNAPSHOT,
         task=curation_tasks.run_dataset_snapshot,
@@ -27,6 +34,7 @@ def register_all() -> None:
         Job.Kind.LORA_TRAINING,
         task=training_tasks.run_lora_training,
         validate=training.validate_parameters,
+        check_for_project=training.check_parameters_for_project,
     )
     register_job_kind(
         Job.Kind.EVALUATION,

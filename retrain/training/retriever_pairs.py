@@ -24,6 +24,7 @@ from flywheel.grounding import groundedness
 from flywheel.models import Chunk, Interaction, Project
 from flywheel.selectors.retrieval import RetrievalOptions, active_index_version, retrieve
 from flywheel.services.indexing import passage_for_embedding
+from retrain.curation.examples import ExampleScrubber
 from retrain.curation.policy import curation_policy_get
 from retrain.training.retriever import RetrieverPair
 
@@ -139,11 +140,7 @@ def retriever_pairs_from_feedback(*, project: Project) -> list[RetrieverPair]:
     """One pair per interaction whose right answer is known and found in a document passage,
     oldest interaction first; questions PII-scrubbed when the curation policy says so."""
     policy = curation_policy_get(project=project)
-    scrub = None
-    if policy.scrub_pii:
-        from retrain.curation.pii import pii_scrub
-
-        scrub = pii_scrub
+    scrubber = ExampleScrubber(policy)
     index_version = active_index_version(project=project)
     interactions = (
         Interaction.objects.filter(project=project)
@@ -164,8 +161,7 @@ def retriever_pairs_from_feedback(*, project: Project) -> list[RetrieverPair]:
         answer = _right_answer(interaction).strip()
         if not question or not answer:
             continue
-        if scrub is not None:
-            question = scrub(question)
+        question = scrubber.scrub(question, source="user_messages")
         pair = _pair_for(
             project=project,
             interaction=interaction,

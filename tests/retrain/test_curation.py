@@ -9,6 +9,8 @@ from django.contrib.auth import get_user_model
 
 from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
+from flywheel.models import Interaction
+from flywheel.services.interactions import interactions_log_batch
 from retrain.curation.policy import curation_policy_get
 from retrain.models import CurationPolicy, InstructionExample
 from tests.conftest import DEMO_KNOWLEDGE_BASE, index_folder
@@ -116,6 +118,103 @@ def test_examples_carry_the_context_as_served_and_scrub_pii_from_user_text():
     assert example.rating.rater_id == "u"
     interaction.refresh_from_db()
     assert "jane.roe@example.com" in interaction.query_text, "the log itself is left as it was"
+
+
+@pytest.mark.django_db
+def test_ip_addresses_are_scrubbed_from_end_user_messages_unless_private_and_kept_in_answers(
+    reviewer,
+):
+    project = ProjectFactory()
+    interaction = served(
+        project,
+        "My worker 10.0.0.15 cannot reach you from 203.0.113.9, mail me at jo@example.com",
+        "Allow 198.51.100.7 in the firewall of 10.0.0.15 or write to ops@example.com.",
+    )
+    review_submit(
+        interaction=interaction,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="Allow 198.51.100.20 in the firewall of 10.0.0.15; mail ops@example.com.",
+    )
+
+    example = curate(project, interaction)[interaction.pk]
+
+    _, user, assistant = example.messages
+    assert user["content"] == (
+        "My worker 10.0.0.15 cannot reach you from <IP_ADDRESS>, mail me at <EMAIL>"
+    )
+    assert assistant["content"] == "Allow 198.51.100.20 in the firewall of 10.0.0.15; mail <EMAIL>."
+    assert example.rejected_answer == (
+        "Allow 198.51.100.7 in the firewall of 10.0.0.15 or write to <EMAIL>."
+    )
+    assert example.pii_scrubbed == {"EMAIL": 3, "IP_ADDRESS": 1}
+
+
+@pytest.mark.django_db
+def test_the_policy_chooses_the_kinds_per_source_and_may_scrub_private_addresses(reviewer):
+    project = ProjectFactory()
+    curation_policy_get(project=project)
+    CurationPolicy.objects.filter(project=project).update(
+        scrub_private_ips=True,
+        pii_entities={
+            "user_messages": ["IP_ADDRESS"],
+            "model_answers": ["EMAIL", "IP_ADDRESS"],
+            "corrections": ["IP_ADDRESS"],
+        },
+    )
+    interaction = served(
+        project, "Is 192.168.1.4 blocked? I'm jo@example.com", "Yes, write to ops@example.com."
+    )
+    review_submit(
+        interaction=interaction,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="No: 192.168.1.4 is fine, write to ops@example.com.",
+    )
+
+    example = curate(project, interaction)[interaction.pk]
+
+    _, user, assistant = example.messages
+    assert user["content"] == "Is <IP_ADDRESS> blocked? I'm jo@example.com"
+    assert assistant["content"] == "No: <IP_ADDRESS> is fine, write to ops@example.com."
+    assert example.rejected_answer == "Yes, write to <EMAIL>."
+    assert example.pii_scrubbed == {"EMAIL": 1, "IP_ADDRESS": 2}
+
+
+@pytest.mark.django_db
+def test_a_logged_interaction_keeps_the_prompt_the_app_logged(reviewer):
+    project = ProjectFactory()
+    logged = [
+        {"role": "system", "content": "You are Acme's billing bot. Context: refunds take 5 days."},
+        {"role": "user", "content": "How long does a refund take?"},
+        {"role": "assistant", "content": "Five days."},
+        {"role": "user", "content": "Even for annual plans?"},
+    ]
+    [result] = interactions_log_batch(
+        project=project,
+        interactions=[
+            {
+                "messages": logged,
+                "response": "Yes, five days.",
+                "retrieved": [{"text": "Refunds take 5 days.", "rank": 1}],
+            }
+        ],
+    )
+    interaction = Interaction.objects.get(pk=result.id)
+    review_submit(
+        interaction=interaction,
+        reviewer=reviewer,
+        decision="corrected",
+        ideal_answer="Yes: five working days for every plan.",
+    )
+
+    example = curate(project, interaction)[interaction.pk]
+
+    assert example.messages == [
+        *logged,
+        {"role": "assistant", "content": "Yes: five working days for every plan."},
+    ]
+    assert example.rejected_answer == "Yes, five days."
 
 
 @pytest.mark.django_db

@@ -14,7 +14,7 @@ from config.queues import Queue
 from config.settings.database import database_url_from_config
 from feedback.services.ratings import rating_submit
 from flywheel.ml.bundled import base_model_path
-from flywheel.models import ModelVersion
+from flywheel.models import ApiKey, ModelVersion
 from flywheel.services import api_key_create
 from flywheel.services.model_versions import model_version_production_ensure
 from retrain.curation.policy import curation_policy_get
@@ -46,8 +46,10 @@ def _project_with_corrections():
     """A project whose users corrected every answer: curated examples teach the facts."""
     project = ProjectFactory()
     curation_policy_get(project=project)
-    # Everything in train: the golden set below is what the gate measures.
-    CurationPolicy.objects.filter(project=project).update(eval_fraction=0)
+    # Everything in train: the golden set below is what the gate measures, all of it.
+    CurationPolicy.objects.filter(project=project).update(
+        eval_fraction=0, min_eval_examples=len(FACTS)
+    )
     interactions = []
     for question, answer in FACTS:
         interaction = served(project, question, answer="I do not know.")
@@ -106,7 +108,9 @@ def test_a_trained_candidate_that_beats_production_is_promoted_and_served_then_r
     client, training_worker
 ):
     project = _project_with_corrections()
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
     base = model_version_production_ensure(project=project)
 
     started = client.post(
@@ -144,7 +148,7 @@ def test_a_trained_candidate_that_beats_production_is_promoted_and_served_then_r
     assert evaluation_job.state == "succeeded", evaluation_job.error
     scores = evaluation_job.metrics["suites"]["golden_set"]
     assert scores["candidate"]["eval_loss"] < scores["production"]["eval_loss"]
-    assert evaluation_job.metrics["gate"]["passed"] is True
+    assert evaluation_job.metrics["gate"]["decision"] == "promote"
     candidate.refresh_from_db()
     assert candidate.status == "production"
     assert _chat_model_version(client, key) == candidate.name
@@ -181,10 +185,9 @@ def test_the_gate_refuses_a_candidate_that_is_worse(tmp_path):
     job.refresh_from_db()
     worse.refresh_from_db()
     production.refresh_from_db()
-    assert job.metrics["gate"]["passed"] is False
-    assert "does not beat" in job.metrics["gate"]["reason"]
+    assert job.metrics["gate"]["decision"] in ("reject", "insufficient_evidence")
     assert (worse.status, production.status) == ("candidate", "production")
-    assert worse.metrics["evaluation"]["gate"]["passed"] is False
+    assert worse.metrics["evaluation"]["gate"] == job.metrics["gate"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -240,7 +243,9 @@ def test_a_killed_training_worker_is_replaced_and_the_job_resumes_from_its_check
 @pytest.mark.django_db(transaction=True)
 def test_cancelling_a_training_job_stops_it_and_removes_its_files(client, training_worker):
     project = _project_with_corrections()
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
     parameters = {**SMALL_TRAINING, "max_steps": 200, "evaluate": False}
     job = job_create(project=project, kind="lora_training", trigger="api", parameters=parameters)
     wait_for(

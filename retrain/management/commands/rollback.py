@@ -3,11 +3,13 @@ from django.core.management.base import BaseCommand, CommandError
 from flywheel.management.projects import project_for_command
 from retrain.models import Job
 from retrain.promotion import (
-    NothingToRollBack,
     embedding_model_version_rollback,
     index_version_rollback,
     model_version_rollback,
 )
+from retrain.transitions import TransitionRefused
+
+COMMAND_ACTOR = "manage.py rollback"
 
 
 class Command(BaseCommand):
@@ -22,17 +24,16 @@ class Command(BaseCommand):
 
     def handle(self, *args, what: str, project: str, **options) -> None:
         found = project_for_command(project)
-        if what == "retriever":
-            try:
-                restored = embedding_model_version_rollback(
+        try:
+            if what == "retriever":
+                restored_retriever = embedding_model_version_rollback(
                     project=found, trigger=Job.Trigger.COMMAND
                 )
-            except NothingToRollBack as error:
-                raise CommandError(str(error)) from error
-            self.stdout.write(f"Restored {restored or 'the bundled embedding model'}")
-            return
-        rollback = model_version_rollback if what == "model" else index_version_rollback
-        restored = rollback(project=found)
-        if restored is None:
-            raise CommandError(f"There is no earlier {what} version to go back to")
-        self.stdout.write(f"Restored {restored}")
+                self.stdout.write(f"Restored {restored_retriever or 'the bundled embedding model'}")
+            elif what == "model":
+                restored_model = model_version_rollback(project=found, actor=COMMAND_ACTOR)
+                self.stdout.write(f"Restored {restored_model}")
+            else:
+                self.stdout.write(f"Restored {index_version_rollback(project=found)}")
+        except TransitionRefused as refused:
+            raise CommandError(refused.message) from refused
