@@ -21,6 +21,11 @@ class PeriodicTaskSpec:
 
 PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
+        name="Publish the outbox: tasks stored while Redis was down",
+        task="flywheel.tasks.outbox.outbox_relay",
+        crontab={"minute": "*"},
+    ),
+    PeriodicTaskSpec(
         name="Clear expired dashboard sessions",
         task="flywheel.tasks.housekeeping.clear_expired_sessions",
         crontab={"minute": "17", "hour": "3"},

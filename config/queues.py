@@ -4,6 +4,11 @@ A task's queue follows the name of the module it lives in, so a new task lands o
 queue without being listed anywhere: tasks in a module named `indexing` run on `index`, in
 `curation` on `curation`, in `training` on `training`; everything else on `default`.
 The `training` queue gets a worker of its own with concurrency 1 (see `make run` and docker/).
+
+Redelivery is per kind of task, not per queue (config/celery.py): short tasks are acknowledged
+when done and come back after the broker's visibility timeout if their worker dies; long jobs
+(a Job row each, on `training`, `index` or `curation`) are acknowledged as they start and come
+back through their heartbeat and the reaper.
 """
 
 from enum import StrEnum

@@ -1,9 +1,9 @@
-"""The hook curation consumes: sent after the transaction that stored a rating or a review
-has committed, never before, so a receiver always finds the row."""
+"""The hook curation consumes: sent inside the transaction that stores a rating or a review,
+so that what a receiver writes — its follow-up work, as an outbox row — commits with the
+feedback or not at all. Receivers must not do slow work here: they queue it."""
 
 import uuid
 
-from django.db import transaction
 from django.dispatch import Signal
 
 from flywheel.models import Interaction
@@ -12,7 +12,6 @@ from flywheel.models import Interaction
 feedback_recorded = Signal()
 
 
-def feedback_announce_after_commit(*, interaction_id: uuid.UUID, kind: str) -> None:
-    transaction.on_commit(
-        lambda: feedback_recorded.send(sender=Interaction, interaction_id=interaction_id, kind=kind)
-    )
+def feedback_announce(*, interaction_id: uuid.UUID, kind: str) -> None:
+    """Call inside the transaction that stores the feedback."""
+    feedback_recorded.send(sender=Interaction, interaction_id=interaction_id, kind=kind)

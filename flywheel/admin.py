@@ -1,6 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.contrib.admin.views.main import ChangeList
 
 from flywheel.models import (
     ApiKey,
@@ -12,7 +13,7 @@ from flywheel.models import (
     Project,
 )
 from flywheel.services import api_key_create, api_key_revoke
-from flywheel.services.api_keys import normalise_origin
+from flywheel.services.api_keys import ApiKeyInvalid, api_key_check
 from flywheel.tasks.indexing import document_index
 
 
@@ -24,39 +25,65 @@ class ProjectAdmin(admin.ModelAdmin):
 
 
 class ApiKeyCreateForm(forms.ModelForm):
+    """Creation only: the rules are api_key_check's, and its refusal lands on its field."""
+
     allowed_origins_text = forms.CharField(
         label="Allowed origins",
         required=False,
         widget=forms.Textarea(attrs={"rows": 3}),
         help_text="Public keys: one origin per line, e.g. https://app.example.com",
     )
+    scope_choices = forms.MultipleChoiceField(
+        label="Scopes",
+        choices=ApiKey.Scope.choices,
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="None ticked: a secret key gets chat, log, read and rate; a public key rate.",
+    )
 
     class Meta:
         model = ApiKey
         fields = ["project", "kind", "name"]
 
+    FIELD_OF = {"allowed_origins": "allowed_origins_text", "scopes": "scope_choices"}
+
     def clean(self):
         cleaned = super().clean()
-        origins = [
-            normalise_origin(line)
-            for line in cleaned.get("allowed_origins_text", "").splitlines()
-            if line.strip()
-        ]
-        for origin in origins:
-            if not origin.startswith(("http://", "https://")):
-                self.add_error("allowed_origins_text", f"{origin!r} is not an http(s) origin")
-        if cleaned.get("kind") == ApiKey.Kind.PUBLIC and not origins:
-            self.add_error("allowed_origins_text", "A public key needs at least one origin.")
-        cleaned["allowed_origins"] = origins
+        if self.errors:
+            return cleaned
+        try:
+            cleaned["spec"] = api_key_check(
+                kind=cleaned["kind"],
+                name=cleaned["name"],
+                allowed_origins=cleaned.get("allowed_origins_text", "").splitlines(),
+                scopes=cleaned.get("scope_choices") or None,
+            )
+        except ApiKeyInvalid as invalid:
+            self.add_error(self.FIELD_OF.get(invalid.field, invalid.field), invalid.message)
         return cleaned
 
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin):
-    list_display = ["name", "project", "kind", "display_prefix", "revoked_at", "last_used_at"]
+    list_display = [
+        "name",
+        "project",
+        "kind",
+        "scope_list",
+        "display_prefix",
+        "revoked_at",
+        "last_used_at",
+    ]
     list_filter = ["project", "kind"]
     search_fields = ["name", "display_prefix"]
-    readonly_fields = ["display_prefix", "key_hash", "revoked_at", "last_used_at", "created_at"]
+    readonly_fields = [
+        "scopes",
+        "display_prefix",
+        "key_hash",
+        "revoked_at",
+        "last_used_at",
+        "created_at",
+    ]
     actions = ["revoke"]
 
     def get_form(self, request, obj=None, **kwargs):
@@ -66,17 +93,30 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
     def get_fields(self, request, obj=None):
         if obj is None:
-            return ["project", "kind", "name", "allowed_origins_text"]
+            return ["project", "kind", "name", "scope_choices", "allowed_origins_text"]
         return ["project", "kind", "name", "allowed_origins", *self.readonly_fields]
+
+    def get_readonly_fields(self, request, obj=None):
+        # A key's kind, scopes and origins are what it was created with; to change them,
+        # create another key and revoke this one.
+        if obj is None:
+            return []
+        return ["project", "kind", "allowed_origins", *self.readonly_fields]
+
+    @admin.display(description="Scopes")
+    def scope_list(self, api_key: ApiKey) -> str:
+        return " ".join(api_key.scopes)
 
     def save_model(self, request, obj, form, change):
         if change:
             return super().save_model(request, obj, form, change)
+        spec = form.cleaned_data["spec"]
         created = api_key_create(
             project=form.cleaned_data["project"],
-            kind=form.cleaned_data["kind"],
-            name=form.cleaned_data["name"],
-            allowed_origins=form.cleaned_data["allowed_origins"],
+            kind=spec.kind,
+            name=spec.name,
+            allowed_origins=spec.allowed_origins,
+            scopes=spec.scopes,
         )
         obj.pk = created.api_key.pk
         obj.refresh_from_db()
@@ -101,7 +141,7 @@ class DocumentAdmin(admin.ModelAdmin):
     def reindex(self, request, queryset):
         queryset.update(indexed_hash="")
         for document_id in queryset.values_list("pk", flat=True):
-            transaction.on_commit(lambda pk=document_id: document_index.delay(pk))
+            document_index.delay_on_commit(document_id)
         messages.success(request, f"Queued {queryset.count()} document(s).")
 
 
@@ -145,6 +185,17 @@ class ModelVersionAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "metrics", "promoted_at", "created_by", "created_at"]
 
 
+class OutOfRangeDatesChangeList(ChangeList):
+    """The date hierarchy's last year, 9999, has no next year for Python to bound it with:
+    such a link is treated as a bad filter (a notice) rather than a 500."""
+
+    def get_filters(self, request):
+        try:
+            return super().get_filters(request)
+        except (ValueError, OverflowError) as error:
+            raise IncorrectLookupParameters(error) from error
+
+
 @admin.register(Interaction)
 class InteractionAdmin(admin.ModelAdmin):
     list_display = ["created_at", "project", "source", "query_text", "model_name", "latency_ms"]
@@ -152,6 +203,9 @@ class InteractionAdmin(admin.ModelAdmin):
     search_fields = ["query_text", "response", "idempotency_key", "end_user_id"]
     date_hierarchy = "created_at"
     exclude = ["query_embedding"]
+
+    def get_changelist(self, request, **kwargs):
+        return OutOfRangeDatesChangeList
 
     def get_readonly_fields(self, request, obj=None):
         return [

@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.db.backends.signals import connection_created
 from django.db.models.signals import post_migrate
 
 
@@ -14,3 +15,6 @@ class FlywheelConfig(AppConfig):
 
     def ready(self) -> None:
         post_migrate.connect(_sync_periodic_tasks, sender=self)
+        from flywheel.validation import read_stored_values_renderably
+
+        connection_created.connect(read_stored_values_renderably)

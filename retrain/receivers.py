@@ -1,4 +1,5 @@
-"""Curation listens to feedback: each committed rating or review re-curates its interaction."""
+"""Curation listens to feedback: each rating or review queues its interaction's curation,
+through the outbox, in the transaction that stores the feedback."""
 
 from django.dispatch import receiver
 
@@ -9,12 +10,4 @@ from feedback.signals import feedback_recorded
 def curate_after_feedback(sender, interaction_id, kind, **kwargs) -> None:
     from retrain.tasks.curation import interaction_curate
 
-    # The signal is sent after commit; should Redis be down, the sweep catches up later.
-    try:
-        interaction_curate.delay(str(interaction_id))
-    except Exception:
-        import logging
-
-        logging.getLogger(__name__).warning(
-            "Could not enqueue curation of %s; the sweep will", interaction_id, exc_info=True
-        )
+    interaction_curate.delay_on_commit(str(interaction_id))

@@ -19,6 +19,7 @@ from feedback.models import Review
 from feedback.services.review_queue import review_queue_next
 from feedback.services.reviews import ReviewLeaseLost, review_lease_release, review_submit_leased
 from flywheel.selectors.interactions import interaction_get
+from flywheel.validation import CheckedFormMixin
 
 DECISION_DONE = {
     Review.Decision.APPROVED: "Approved",
@@ -27,7 +28,7 @@ DECISION_DONE = {
 }
 
 
-class IdealAnswerForm(forms.Form):
+class IdealAnswerForm(CheckedFormMixin, forms.Form):
     ideal_answer = forms.CharField(
         error_messages={"required": "Write the ideal answer before saving it."}
     )

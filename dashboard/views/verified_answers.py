@@ -28,9 +28,10 @@ from flywheel.services.verified_answers import (
     serving_policy_update,
     verified_answers_calibrate,
 )
+from flywheel.validation import CheckedFormMixin
 
 
-class VerifiedAnswerFilterForm(forms.Form):
+class VerifiedAnswerFilterForm(CheckedFormMixin, forms.Form):
     """The list's filters, from the query string; `answer` narrows it to one verified answer
     (where an interaction's page links to)."""
 
@@ -54,7 +55,7 @@ class VerifiedAnswerFilterForm(forms.Form):
         )
 
 
-class ServingPolicyForm(forms.Form):
+class ServingPolicyForm(CheckedFormMixin, forms.Form):
     """The serving policy's editable settings. The ranges are the service's, so the form
     refuses what the service would, but with a message next to the field."""
 

@@ -4,8 +4,9 @@ history; a rater's new rating of an interaction replaces their current one."""
 from django.db import transaction
 
 from feedback.models import Rating, RatingSubmission
-from feedback.signals import feedback_announce_after_commit
+from feedback.signals import feedback_announce
 from flywheel.models import Interaction, Project
+from flywheel.services.idempotency import idempotent_request_run, request_fingerprint
 
 
 class InteractionNotFound(Exception):
@@ -15,6 +16,7 @@ class InteractionNotFound(Exception):
 
 
 RATING_FIELDS = ("thumb", "score", "comment", "correction", "tags")
+RATINGS_IDEMPOTENCY_SCOPE = "ratings"
 
 
 def rating_submit(
@@ -42,18 +44,30 @@ def rating_submit(
             interaction=interaction, rater_id=rater_id, defaults=values
         )
         RatingSubmission.objects.create(rating=rating, **values)
-        feedback_announce_after_commit(interaction_id=interaction.pk, kind="rating")
+        feedback_announce(interaction_id=interaction.pk, kind="rating")
     return rating
 
 
-def ratings_submit_batch(*, project: Project, ratings: list[dict], source: str) -> list[Rating]:
-    """All ratings or none; every interaction must belong to `project`."""
+def ratings_submit_batch(
+    *,
+    project: Project,
+    ratings: list[dict],
+    source: str,
+    idempotency_key: str | None = None,
+) -> list[Rating]:
+    """All ratings or none; every interaction must belong to `project`.
+
+    Under an `idempotency_key`, a retry of the same ratings returns the ratings the first
+    request stored and stores nothing new; other ratings under the key raise
+    IdempotencyConflict.
+    """
     wanted = {item["interaction_id"] for item in ratings}
     interactions = {i.pk: i for i in Interaction.objects.filter(project=project, pk__in=wanted)}
     missing = [i for i in wanted if i not in interactions]
     if missing:
         raise InteractionNotFound(missing[0])
-    with transaction.atomic():
+
+    def store() -> list[Rating]:
         return [
             rating_submit(
                 interaction=interactions[item["interaction_id"]],
@@ -63,6 +77,27 @@ def ratings_submit_batch(*, project: Project, ratings: list[dict], source: str) 
             )
             for item in ratings
         ]
+
+    if idempotency_key is None:
+        with transaction.atomic():
+            return store()
+    stored: list[Rating] = []
+
+    def store_ids() -> list[int]:
+        stored.extend(store())
+        return [rating.pk for rating in stored]
+
+    rating_ids, first_time = idempotent_request_run(
+        project=project,
+        scope=RATINGS_IDEMPOTENCY_SCOPE,
+        key=idempotency_key,
+        request_hash=request_fingerprint({"ratings": ratings, "source": source}),
+        store=store_ids,
+    )
+    if first_time:
+        return stored
+    by_id = Rating.objects.in_bulk(rating_ids)
+    return [by_id[rating_id] for rating_id in rating_ids if rating_id in by_id]
 
 
 # --- Annotation queue: a verdict counts only from the reviewer who holds the item ------------

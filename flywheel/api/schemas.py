@@ -1,35 +1,116 @@
 import uuid
+from collections.abc import Callable
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic.json_schema import JsonDict
+from pydantic_core import PydanticCustomError
 
 from flywheel.selectors.retrieval import RetrievalMode
+from flywheel.validation import (
+    INT4_MAX,
+    METADATA_MAX_BYTES,
+    METADATA_MAX_DEPTH,
+    InvalidValue,
+    check_metadata,
+    check_timestamp,
+    renderable_json,
+)
 
 Role = Literal["system", "developer", "user", "assistant", "tool"]
+
+# Longest texts a request may carry: one message or answer, one document.
+MESSAGE_MAX_CHARS = 200_000
+DOCUMENT_MAX_CHARS = 5_000_000
+CHAT_MAX_MESSAGES = 500
+
+
+def checked(check: Callable[[Any], Any]) -> AfterValidator:
+    """A flywheel.validation check as a pydantic validator: its InvalidValue becomes the
+    field's error, without pydantic's "Value error, " prefix."""
+
+    def validate(value):
+        try:
+            return check(value)
+        except InvalidValue as error:
+            raise PydanticCustomError("invalid_value", str(error)) from error
+
+    return AfterValidator(validate)
+
+
+# Text, numbers and keys anywhere in a body are checked as it is parsed
+# (flywheel.api.parser); these types add the limits of the columns they end up in.
+Metadata = Annotated[
+    dict[str, Any],
+    checked(check_metadata),
+    Field(
+        description=f"A JSON object of at most {METADATA_MAX_DEPTH} levels and "
+        f"{METADATA_MAX_BYTES // 1024} KB as JSON.",
+    ),
+]
+Count = Annotated[int, Field(ge=0, le=INT4_MAX)]
+Timestamp = Annotated[
+    datetime,
+    checked(check_timestamp),
+    Field(description="From 2000-01-01T00:00:00Z to one day after the current time."),
+]
+
+
+class InputSchema(Schema):
+    """The base of every request body: numbers must be finite (text and numbers everywhere
+    in the body were checked by the parser already)."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+# Reading back JSON that rows written before validation may hold in odd shapes: rendered,
+# never refused.
+StoredObject = Annotated[
+    dict,
+    BeforeValidator(
+        lambda value: renderable_json(value if isinstance(value, dict) else {"value": value})
+    ),
+]
+StoredList = Annotated[
+    list,
+    BeforeValidator(lambda value: renderable_json(value if isinstance(value, list) else [value])),
+]
+
+
+class InvalidField(Schema):
+    param: str
+    message: str
 
 
 class ErrorDetail(Schema):
     message: str
     type: str
     code: str | None = None
-    param: str | None = None
+    param: str | None = Field(None, description="The field at fault, as a dotted path")
+    details: list[InvalidField] | None = Field(
+        None, description="Every invalid field, when the schema refused several"
+    )
 
 
 class ErrorOut(Schema):
     error: ErrorDetail
 
 
-class ContentPart(Schema):
-    type: str
-    text: str | None = None
+class ContentPart(InputSchema):
+    type: str = Field(..., max_length=50)
+    text: str | None = Field(None, max_length=MESSAGE_MAX_CHARS)
 
 
-class ChatMessageIn(Schema):
+class ChatMessageIn(InputSchema):
     role: Role
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: (
+        Annotated[str, Field(max_length=MESSAGE_MAX_CHARS)]
+        | Annotated[list[ContentPart], Field(max_length=100)]
+        | None
+    ) = None
+    name: str | None = Field(None, max_length=200)
 
     def text(self) -> str:
         if isinstance(self.content, list):
@@ -37,38 +118,89 @@ class ChatMessageIn(Schema):
         return self.content or ""
 
 
-class FlywheelChatOptions(Schema):
+class FlywheelChatOptions(InputSchema):
     """Flywheel's extension of the request (the openai client sends it with `extra_body`)."""
 
     rag: bool = True
     top_k: int | None = Field(default=None, ge=1, le=50)
     mode: RetrievalMode = RetrievalMode.HYBRID
-    filters: dict | None = None
+    filters: Metadata | None = None
     query_variants: int = Field(
         default=0, ge=0, le=5, description="RAG-Fusion rephrasings to fuse in"
     )
     hyde: bool = False
     session_id: str = Field(default="", max_length=200)
-    metadata: dict = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
-class StreamOptions(Schema):
+class StreamOptions(InputSchema):
     include_usage: bool = False
 
 
-class ChatCompletionIn(Schema):
-    model: str = Field("flywheel", max_length=200)
-    messages: list[ChatMessageIn] = Field(..., min_length=1)
+# What the "user message with text" rule below means, stated for generated clients and fuzzers.
+A_USER_MESSAGE_WITH_TEXT: JsonDict = {
+    "contains": {
+        "type": "object",
+        "properties": {
+            "role": {"const": "user"},
+            "content": {"type": "string", "minLength": 1, "maxLength": MESSAGE_MAX_CHARS},
+        },
+        "required": ["role", "content"],
+    }
+}
+
+
+UNSUPPORTED = "Not supported: present and not empty, 400 `unsupported_parameter`."
+
+
+class ChatCompletionIn(InputSchema):
+    model: str = Field(
+        "flywheel",
+        max_length=200,
+        description="A name GET /v1/models lists: `flywheel` (production), `flywheel:candidate` "
+        "(the newest candidate) or a model version's name; any other is 404 `model_not_found`.",
+    )
+    messages: list[ChatMessageIn] = Field(
+        ...,
+        min_length=1,
+        max_length=CHAT_MAX_MESSAGES,
+        description="At least one user message with text.",
+        json_schema_extra=A_USER_MESSAGE_WITH_TEXT,
+    )
     stream: bool = False
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(None, ge=1, le=4096)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    stop: str | list[str] | None = None
-    n: int = Field(1, ge=1, le=1, description="Only one choice is generated.")
+    stop: (
+        Annotated[str, Field(max_length=200)]
+        | Annotated[list[Annotated[str, Field(max_length=200)]], Field(max_length=4)]
+        | None
+    ) = None
+    n: int = Field(
+        1, ge=1, le=128, description="Only 1 is supported: more is 400 `unsupported_parameter`."
+    )
+    # OpenAI parameters Flywheel does not honour, accepted only so that a request using them
+    # is refused by name (400 `unsupported_parameter`, see flywheel.api.chat) rather than
+    # answered as though they had been applied.
+    tools: list[dict[str, Any]] | None = Field(None, max_length=128, description=UNSUPPORTED)
+    tool_choice: Annotated[str, Field(max_length=50)] | dict[str, Any] | None = Field(
+        None, description="Only `none` is supported."
+    )
+    functions: list[dict[str, Any]] | None = Field(None, max_length=128, description=UNSUPPORTED)
+    function_call: Annotated[str, Field(max_length=50)] | dict[str, Any] | None = Field(
+        None, description="Only `none` is supported."
+    )
+    response_format: dict[str, Any] | None = Field(
+        None, description='Only `{"type": "text"}` is supported.'
+    )
+    logprobs: bool | None = Field(None, description="Only `false` is supported.")
+    top_logprobs: int | None = Field(None, ge=0, le=20, description="Only 0 is supported.")
     user: str | None = Field(None, max_length=200)
-    metadata: dict[str, str] | None = None
+    metadata: (
+        Annotated[dict[str, Annotated[str, Field(max_length=512)]], checked(check_metadata)] | None
+    ) = None
     flywheel: FlywheelChatOptions = Field(default_factory=FlywheelChatOptions)
 
     @model_validator(mode="after")
@@ -76,14 +208,6 @@ class ChatCompletionIn(Schema):
         if not any(message.role == "user" and message.text() for message in self.messages):
             raise ValueError("messages must contain a user message with text")
         return self
-
-    @field_validator("stop")
-    @classmethod
-    def _at_most_four_stops(cls, value):
-        stops = [value] if isinstance(value, str) else (value or [])
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences")
-        return value
 
 
 class CitationOut(Schema):
@@ -96,15 +220,15 @@ class CitationOut(Schema):
     score: float
 
 
-class DocumentIn(Schema):
+class DocumentIn(InputSchema):
     title: str = Field(..., min_length=1, max_length=500)
     source_uri: str = Field(..., min_length=1, max_length=2000)
-    content: str = Field(..., min_length=1)
+    content: str = Field(..., min_length=1, max_length=DOCUMENT_MAX_CHARS)
     content_type: Literal["text", "markdown", "html"] = "markdown"
-    metadata: dict = Field(default_factory=dict)
+    metadata: Metadata = Field(default_factory=dict)
 
 
-class DocumentBatchIn(Schema):
+class DocumentBatchIn(InputSchema):
     documents: list[DocumentIn] = Field(..., min_length=1, max_length=500)
 
     @model_validator(mode="after")
@@ -136,39 +260,58 @@ class DocumentOut(Schema):
     chunks: int
 
 
-class LoggedMessageIn(Schema):
+class LoggedMessageIn(InputSchema):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str = Field(..., max_length=200_000)
+    content: str = Field(..., max_length=MESSAGE_MAX_CHARS)
 
 
-class RetrievedItemIn(Schema):
-    text: str = ""
-    title: str = ""
-    source_uri: str = ""
-    document_id: int | str | None = None
-    chunk_id: int | str | None = None
+class RetrievedItemIn(InputSchema):
+    text: str = Field("", max_length=MESSAGE_MAX_CHARS)
+    title: str = Field("", max_length=500)
+    source_uri: str = Field("", max_length=2000)
+    document_id: (
+        Annotated[int, Field(ge=0, le=2**63 - 1)] | Annotated[str, Field(max_length=200)] | None
+    ) = None
+    chunk_id: (
+        Annotated[int, Field(ge=0, le=2**63 - 1)] | Annotated[str, Field(max_length=200)] | None
+    ) = None
     score: float | None = None
-    rank: int | None = Field(None, ge=1)
+    rank: int | None = Field(None, ge=1, le=INT4_MAX)
 
 
-class InteractionIn(Schema):
+A_USER_MESSAGE: JsonDict = {
+    "contains": {
+        "type": "object",
+        "properties": {"role": {"const": "user"}},
+        "required": ["role"],
+    }
+}
+
+
+class InteractionIn(InputSchema):
     idempotency_key: str | None = Field(
         None,
         min_length=1,
         max_length=200,
         description="Your id for this interaction; sending it again stores nothing new.",
     )
-    messages: list[LoggedMessageIn] = Field(..., min_length=1, max_length=500)
-    response: str = Field(..., max_length=200_000)
+    messages: list[LoggedMessageIn] = Field(
+        ...,
+        min_length=1,
+        max_length=500,
+        description="At least one user message.",
+        json_schema_extra=A_USER_MESSAGE,
+    )
+    response: str = Field(..., max_length=MESSAGE_MAX_CHARS)
     model: str = Field("", max_length=300)
     retrieved: list[RetrievedItemIn] = Field(default_factory=list, max_length=100)
     latency_ms: int | None = Field(None, ge=0, le=86_400_000)
-    prompt_tokens: int | None = Field(None, ge=0)
-    completion_tokens: int | None = Field(None, ge=0)
+    prompt_tokens: Count | None = None
+    completion_tokens: Count | None = None
     session_id: str = Field("", max_length=200)
     end_user_id: str = Field("", max_length=200)
-    metadata: dict = Field(default_factory=dict)
-    created_at: datetime | None = None
+    metadata: Metadata = Field(default_factory=dict)
+    created_at: Timestamp | None = None
 
     @model_validator(mode="after")
     def _has_a_user_message(self):
@@ -177,8 +320,21 @@ class InteractionIn(Schema):
         return self
 
 
-class InteractionBatchIn(Schema):
+class InteractionBatchIn(BaseModel):
+    """`{"interactions": [...]}`, or one interaction on its own, read as a batch of one (as
+    ratings are) so that an error always names the field at fault (`interactions.0.response`).
+    A plain pydantic model: ninja's Schema hands validators a wrapper, not the posted dict."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
     interactions: list[InteractionIn] = Field(..., min_length=1, max_length=1000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_interaction_is_a_batch_of_one(cls, data):
+        if isinstance(data, dict) and "interactions" not in data:
+            return {"interactions": [data]}
+        return data
 
 
 class LoggedInteractionOut(Schema):
@@ -197,9 +353,9 @@ class InteractionOut(Schema):
     idempotency_key: str | None
     session_id: str
     end_user_id: str
-    messages: list[dict]
+    messages: StoredList
     query_text: str
-    retrieved: list[dict]
+    retrieved: StoredList
     response: str
     model_name: str
     model_version_id: int | None
@@ -207,5 +363,5 @@ class InteractionOut(Schema):
     latency_ms: int | None
     prompt_tokens: int | None
     completion_tokens: int | None
-    metadata: dict
+    metadata: StoredObject
     created_at: datetime

@@ -10,6 +10,11 @@ from django.utils import timezone
 
 from flywheel.messages import last_user_message
 from flywheel.models import IndexVersion, Interaction, ModelVersion, Project, VerifiedAnswer
+from flywheel.services.idempotency import (
+    IdempotencyConflict,
+    IdempotencyKeyRepeated,
+    request_fingerprint,
+)
 
 
 def interaction_record(
@@ -70,19 +75,28 @@ def interactions_log_batch(
 ) -> list[LoggedInteraction]:
     """Store interactions an app logged itself, all or none.
 
-    An interaction whose idempotency key is already stored (or repeated in the batch) is not
-    stored again; its existing id is returned with `created` false.
+    An interaction whose idempotency key is already stored with the same fields is not stored
+    again: its existing id is returned with `created` false. Raises IdempotencyConflict when
+    a stored interaction has the key with other fields, and IdempotencyKeyRepeated when the
+    batch names a key twice; then nothing of the batch is stored.
     """
+    _refuse_repeated_keys(interactions)
     now = timezone.now()
     rows: list[Interaction] = []
     for item in interactions:
         created_at: datetime | None = item.get("created_at")
+        key = item.get("idempotency_key")
         rows.append(
             Interaction(
                 id=uuid.uuid4(),
                 project=project,
                 source=Interaction.Source.LOG,
-                idempotency_key=item.get("idempotency_key"),
+                idempotency_key=key,
+                request_hash=(
+                    request_fingerprint({k: v for k, v in item.items() if k != "idempotency_key"})
+                    if key
+                    else ""
+                ),
                 session_id=item.get("session_id") or "",
                 end_user_id=item.get("end_user_id") or "",
                 messages=item["messages"],
@@ -102,18 +116,34 @@ def interactions_log_batch(
         # loser reads the winner's id below.
         Interaction.objects.bulk_create(rows, ignore_conflicts=True)
         keys = {row.idempotency_key for row in rows if row.idempotency_key}
-        stored_ids = dict(
-            Interaction.objects.filter(project=project, idempotency_key__in=keys).values_list(
-                "idempotency_key", "id"
+        stored = {
+            key: (interaction_id, request_hash)
+            for key, interaction_id, request_hash in Interaction.objects.filter(
+                project=project, idempotency_key__in=keys
+            ).values_list("idempotency_key", "id", "request_hash")
+        }
+        results = []
+        for index, row in enumerate(rows):
+            key = row.idempotency_key
+            if key is None:
+                results.append(LoggedInteraction(id=row.id, idempotency_key=None, created=True))
+                continue
+            stored_id, stored_hash = stored[key]
+            # An interaction stored before bodies were hashed is taken to be the same one.
+            if stored_id != row.id and stored_hash and stored_hash != row.request_hash:
+                raise IdempotencyConflict(key, index=index)
+            results.append(
+                LoggedInteraction(id=stored_id, idempotency_key=key, created=stored_id == row.id)
             )
-        )
-    results, seen = [], set()
-    for row in rows:
-        key = row.idempotency_key
-        if key is None:
-            results.append(LoggedInteraction(id=row.id, idempotency_key=None, created=True))
-            continue
-        created = stored_ids[key] == row.id and key not in seen
-        seen.add(key)
-        results.append(LoggedInteraction(id=stored_ids[key], idempotency_key=key, created=created))
     return results
+
+
+def _refuse_repeated_keys(interactions: list[dict]) -> None:
+    seen: set[str] = set()
+    for index, item in enumerate(interactions):
+        key = item.get("idempotency_key")
+        if key is None:
+            continue
+        if key in seen:
+            raise IdempotencyKeyRepeated(key, index=index)
+        seen.add(key)

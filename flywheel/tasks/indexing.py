@@ -3,7 +3,7 @@ from celery import shared_task
 from flywheel.services import indexing
 
 
-@shared_task(autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+@shared_task
 def document_index(document_id: int) -> int | None:
     return indexing.document_index(document_id=document_id)
 

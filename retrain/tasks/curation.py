@@ -1,5 +1,6 @@
 from celery import shared_task
 
+from config.celery import LONG_JOB_ACKNOWLEDGEMENT
 from flywheel.models import Project
 from retrain.curation.pipeline import interaction_curate as curate
 from retrain.curation.pipeline import interactions_needing_curation
@@ -7,7 +8,7 @@ from retrain.datasets.snapshot import dataset_snapshot
 from retrain.models import DatasetVersion
 
 
-@shared_task(autoretry_for=(ConnectionError,), retry_backoff=True, max_retries=5)
+@shared_task
 def interaction_curate(interaction_id: str) -> dict | None:
     summary = curate(interaction_id=interaction_id)
     return summary and {"curated": summary.curated, "removed": summary.removed}
@@ -34,9 +35,17 @@ def datasets_snapshot_all() -> list[int]:
     return created
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True)
+@shared_task(**LONG_JOB_ACKNOWLEDGEMENT)
 def run_dataset_snapshot(job_id: int) -> str | None:
     from retrain.datasets import job as snapshot
     from retrain.jobs.lifecycle import job_run
 
     return job_run(job_id=job_id, handler=snapshot.run)
+
+
+@shared_task(**LONG_JOB_ACKNOWLEDGEMENT)
+def run_recuration(job_id: int) -> str | None:
+    from retrain.jobs import recuration
+    from retrain.jobs.lifecycle import job_run
+
+    return job_run(job_id=job_id, handler=recuration.run)

@@ -1,13 +1,13 @@
 from celery import shared_task
 from django.conf import settings
 
+from config.celery import LONG_JOB_ACKNOWLEDGEMENT
 from retrain.index_refresh import job as index_refresh
 from retrain.jobs.lifecycle import job_run
 
 
 @shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
+    **LONG_JOB_ACKNOWLEDGEMENT,
     soft_time_limit=settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS,
     time_limit=settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS + 300,
 )

@@ -1,20 +1,21 @@
 """The training queue: one job at a time (its worker has concurrency 1).
 
-acks_late: should the worker die, Redis hands the task out again; `job_run` ignores a
-delivery for a job that is not queued, so a duplicate does nothing.
+Acknowledged as a job starts: should its worker die, the job's heartbeat stops and the
+reaper queues it again (retrain/jobs/lifecycle.py); `job_run` ignores a delivery for a job
+that is not queued, so a duplicate does nothing and a job never runs twice at once.
 """
 
 from celery import shared_task
 from django.conf import settings
 
+from config.celery import LONG_JOB_ACKNOWLEDGEMENT
 from retrain.evaluation import job as evaluation
 from retrain.jobs.lifecycle import job_run
 from retrain.training import job as training
 from retrain.training import retriever_job
 
 LONG_JOB = {
-    "acks_late": True,
-    "reject_on_worker_lost": True,
+    **LONG_JOB_ACKNOWLEDGEMENT,
     "soft_time_limit": settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS,
     "time_limit": settings.FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS + 300,
 }

@@ -3,6 +3,14 @@ module-scoped), so Celery is genuinely absent."""
 
 import pytest
 
+from config.health import celery_health
+
+
+@pytest.fixture(autouse=True)
+def fresh_celery_check():
+    """The latest Celery ping is kept per process: an earlier module's must not answer here."""
+    celery_health.forget()
+
 
 @pytest.mark.django_db
 def test_healthz_answers_503_naming_celery_when_no_worker_runs(client):

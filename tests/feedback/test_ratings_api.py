@@ -1,13 +1,16 @@
 """POST /api/v1/ratings: every rating kind, replacement with history, key scopes, Origin and
-CORS checks, the Redis rate limit, and the hook curation listens to."""
+CORS checks, the Redis rate limit, idempotency keys, and the hook curation listens to."""
 
 import json
 import uuid
 
 import pytest
+from django.db import connection, transaction
 
 from feedback.models import Rating, RatingSubmission
+from feedback.services.ratings import rating_submit
 from feedback.signals import feedback_recorded
+from flywheel.models import Interaction, OutboxMessage
 from flywheel.services import api_key_create
 from flywheel.services.interactions import interactions_log_batch
 from tests.conftest import bearer
@@ -201,20 +204,108 @@ def test_ratings_beyond_the_limit_get_429_with_retry_after(
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_feedback_hook_fires_only_after_the_rating_is_committed(
+def test_a_rating_and_its_curation_task_are_committed_together_or_not_at_all(
     client, secret_key, interaction
 ):
     seen = []
 
     def receiver(sender, interaction_id, kind, **kwargs):
-        seen.append(
-            (interaction_id, kind, Rating.objects.filter(interaction_id=interaction_id).exists())
-        )
+        seen.append((interaction_id, kind, connection.in_atomic_block))
 
     feedback_recorded.connect(receiver)
     try:
-        _rate(client, secret_key, {"interaction_id": interaction, "rater_id": "u", "score": 2})
+        with pytest.raises(RuntimeError), transaction.atomic():
+            rating_submit(
+                interaction=Interaction.objects.get(pk=interaction),
+                rater_id="u",
+                source="api",
+                score=2,
+            )
+            raise RuntimeError("what failed after the rating undoes it")
+        response = _rate(
+            client, secret_key, {"interaction_id": interaction, "rater_id": "u", "score": 2}
+        )
     finally:
         feedback_recorded.disconnect(receiver)
 
-    assert seen == [(interaction, "rating", True)]
+    assert response.status_code == 201
+    assert seen == [(interaction, "rating", True)] * 2, "sent inside the rating's transaction"
+    assert Rating.objects.count() == 1
+    assert list(OutboxMessage.objects.values_list("task_name", "args")) == [
+        ("retrain.tasks.curation.interaction_curate", [str(interaction)])
+    ]
+
+
+def _rate_once(client, key, body, idempotency_key):
+    return _rate(client, key, body, HTTP_IDEMPOTENCY_KEY=idempotency_key)
+
+
+@pytest.mark.django_db
+def test_the_same_ratings_under_an_idempotency_key_are_stored_once(client, secret_key, interaction):
+    body = {"ratings": [{"interaction_id": interaction, "rater_id": "u1", "thumb": "up"}]}
+    first = _rate_once(client, secret_key, body, "rating-1")
+    reordered = {"ratings": [dict(reversed(list(body["ratings"][0].items())))]}
+    retried = _rate_once(client, secret_key, reordered, "rating-1")
+
+    assert first.status_code == retried.status_code == 201
+    assert retried.json() == first.json()
+    assert RatingSubmission.objects.count() == 1, "the retry stored nothing new"
+    assert OutboxMessage.objects.count() == 1, "nor queued curation again"
+
+
+@pytest.mark.django_db
+def test_other_ratings_under_a_used_idempotency_key_get_409_naming_the_key(
+    client, secret_key, interaction
+):
+    _rate_once(
+        client,
+        secret_key,
+        {"interaction_id": interaction, "rater_id": "u1", "thumb": "up"},
+        "rating-1",
+    )
+
+    conflict = _rate_once(
+        client,
+        secret_key,
+        {"interaction_id": interaction, "rater_id": "u1", "thumb": "down"},
+        "rating-1",
+    )
+    too_long = _rate_once(
+        client,
+        secret_key,
+        {"interaction_id": interaction, "rater_id": "u1", "thumb": "down"},
+        "k" * 201,
+    )
+
+    assert conflict.status_code == 409
+    error = conflict.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == (
+        "conflict_error",
+        "idempotency_conflict",
+        "Idempotency-Key",
+    )
+    assert "rating-1" in error["message"]
+    assert too_long.status_code == 400
+    assert too_long.json()["error"]["code"] == "invalid_idempotency_key"
+    assert Rating.objects.get().thumb == "up"
+    assert RatingSubmission.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_an_idempotency_key_is_the_projects_own(client, secret_key, interaction):
+    other_project = ProjectFactory()
+    other_key = api_key_create(project=other_project, kind="secret", name="other").raw_key
+    theirs = interactions_log_batch(
+        project=other_project,
+        interactions=[{"messages": [{"role": "user", "content": "q"}], "response": "a"}],
+    )[0].id
+
+    mine = _rate_once(
+        client, secret_key, {"interaction_id": interaction, "rater_id": "u", "score": 5}, "k"
+    )
+    other = _rate_once(
+        client, other_key, {"interaction_id": theirs, "rater_id": "u", "score": 1}, "k"
+    )
+
+    assert mine.status_code == other.status_code == 201
+    assert RatingSubmission.objects.count() == 2
