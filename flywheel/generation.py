@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import requests
 from django.conf import settings
 
+from flywheel.artifacts import ArtifactNotFound, ArtifactStoreUnavailable, artifact_folder
 from flywheel.ml.bundled import base_model_path
 from flywheel.ml.loading import GeneratedText, load_generator
 from flywheel.models import GenerationBackend, ModelVersion, Project
@@ -60,6 +61,16 @@ class LocalBackend(Backend):
         self.adapter_path = adapter_path
         self.model_name = model_name
 
+    def _adapter_folder(self) -> str | None:
+        """The adapter as a local folder, fetched from the artifact store on first use."""
+        if not self.adapter_path:
+            return None
+        try:
+            return str(artifact_folder(self.adapter_path))
+        except (ArtifactNotFound, ArtifactStoreUnavailable) as error:
+            message = f"the adapter of {self.model_name} is unavailable: {error}"
+            raise GenerationError(message) from error
+
     def write(self, prompt: str, max_tokens: int) -> str:
         """A one-off instruction (query rewriting, HyDE) with the base model."""
         return (
@@ -74,7 +85,7 @@ class LocalBackend(Backend):
             max_new_tokens=parameters.max_tokens,
             temperature=parameters.temperature,
             top_p=parameters.top_p,
-            adapter_path=self.adapter_path or None,
+            adapter_path=self._adapter_folder(),
         )
         text, stopped = _cut_at_stop(result.text, parameters.stop)
         if stopped:
@@ -88,7 +99,7 @@ class LocalBackend(Backend):
             max_new_tokens=parameters.max_tokens,
             temperature=parameters.temperature,
             top_p=parameters.top_p,
-            adapter_path=self.adapter_path or None,
+            adapter_path=self._adapter_folder(),
         )
         sent = ""
         try:

@@ -42,8 +42,40 @@ class PublicKeyCorsMiddleware:
         if allowed:
             response["Access-Control-Allow-Origin"] = origin
             response["Access-Control-Allow-Methods"] = "POST, OPTIONS"
-            response["Access-Control-Allow-Headers"] = "Authorization, Content-Type"
+            response["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, Idempotency-Key"
+            )
             response["Access-Control-Expose-Headers"] = "Retry-After"
             response["Access-Control-Max-Age"] = "600"
         response["Vary"] = "Origin"
         return response
+
+
+# Where every answer is JSON in OpenAI's error shape, whichever layer refused the request.
+JSON_API_PATHS = ("/v1/", "/api/v1/")
+
+
+class ApiMethodNotAllowedMiddleware:
+    """django-ninja answers a known path called with the wrong method by a bare 405 with no
+    JSON body; API clients get the same error shape as for every other refusal, with the
+    allowed methods named in the message and in `Allow`."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if response.status_code != 405 or not request.path.startswith(JSON_API_PATHS):
+            return response
+        if response.get("Content-Type", "").startswith("application/json"):
+            return response
+        allowed = response.get("Allow", "")
+        refused = error_response(
+            405,
+            f"{request.method} is not allowed on {request.path}"
+            + (f"; use {allowed}." if allowed else "."),
+            code="method_not_allowed",
+        )
+        if allowed:
+            refused["Allow"] = allowed
+        return refused

@@ -34,4 +34,5 @@ DATABASES["default"]["TEST"] = {  # noqa: F405
 
 # Job outputs of the suite stay apart from a local installation's.
 FLYWHEEL_ARTIFACTS_DIR = env_path("FLYWHEEL_ARTIFACTS_DIR", VAR_DIR / "test-artifacts")  # noqa: F405
+FLYWHEEL_ARTIFACTS_CACHE = env_path("FLYWHEEL_ARTIFACTS_CACHE", VAR_DIR / "test-artifacts-cache")  # noqa: F405
 FLYWHEEL_GOLDEN_SETS_DIR = env_path("FLYWHEEL_GOLDEN_SETS_DIR", VAR_DIR / "test-golden-sets")  # noqa: F405

@@ -22,6 +22,7 @@ from flywheel.services.chat import (
     chat_stream,
     default_retrieval_options,
 )
+from flywheel.services.served_models import ModelNotFound
 
 router = Router(tags=["chat"])
 INTERACTION_HEADER = "X-Flywheel-Interaction-Id"
@@ -38,6 +39,7 @@ def _chat_request(payload: ChatCompletionIn) -> ChatRequest:
         **({"top_k": options.top_k} if options.top_k else {}),
     )
     return ChatRequest(
+        model=payload.model,
         messages=[{"role": m.role, "content": m.text()} for m in payload.messages],
         parameters=GenerationParameters(
             max_tokens=payload.max_completion_tokens
@@ -54,6 +56,32 @@ def _chat_request(payload: ChatCompletionIn) -> ChatRequest:
         session_id=options.session_id,
         metadata={**options.metadata, **(payload.metadata or {})},
     )
+
+
+def _unsupported_parameter(payload: ChatCompletionIn) -> tuple[str, str] | None:
+    """The first parameter Flywheel would not honour, and why. Refused rather than passed to
+    a remote backend that might honour it: every answer goes through retrieval, the verified
+    answers and the serving policy, is logged as one text interaction and may become a
+    training example, and none of that holds for tool calls, forced JSON or extra choices."""
+    response_type = (payload.response_format or {}).get("type", "text")
+    refusals = [
+        ("n", payload.n > 1, "one choice is generated (and logged) per request"),
+        ("tools", bool(payload.tools), "answers come from the knowledge base; no tool is called"),
+        ("tool_choice", payload.tool_choice not in (None, "none"), "no tool is called"),
+        ("functions", bool(payload.functions), "no function is called"),
+        ("function_call", payload.function_call not in (None, "none"), "no function is called"),
+        (
+            "response_format",
+            response_type != "text",
+            f"answers are text; '{response_type}' output cannot be enforced",
+        ),
+        ("logprobs", bool(payload.logprobs), "log probabilities are not returned"),
+        ("top_logprobs", bool(payload.top_logprobs), "log probabilities are not returned"),
+    ]
+    for name, used, why in refusals:
+        if used:
+            return name, why
+    return None
 
 
 def _verified_answer_citation(interaction: Interaction) -> dict | None:
@@ -162,23 +190,43 @@ def _stream_events(prepared: PreparedChat, *, include_usage: bool) -> Iterator[s
 
 @router.post(
     "/chat/completions",
-    auth=SecretKeyAuth(),
-    response={200: dict, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut, 502: ErrorOut},
+    auth=SecretKeyAuth(scope="chat"),
+    response={
+        200: dict,
+        400: ErrorOut,
+        401: ErrorOut,
+        403: ErrorOut,
+        404: ErrorOut,
+        413: ErrorOut,
+        502: ErrorOut,
+    },
     summary="Create a chat completion (OpenAI-compatible, with RAG)",
 )
 def chat_completions(request: ApiKeyRequest, payload: ChatCompletionIn):
-    """Answers with retrieval-augmented generation by the project's production model version.
+    """Answers with retrieval-augmented generation by the model `model` names: `flywheel`,
+    the project's production model version; `flywheel:candidate`, the newest candidate; or a
+    model version by its name (`GET /v1/models` lists them). Any other name is 404
+    `model_not_found`. `n` > 1, `tools`, `tool_choice`, `functions`, `function_call`,
+    `response_format` other than text, `logprobs` and `top_logprobs` are 400
+    `unsupported_parameter`, naming the parameter in `param`.
 
-    Every call is logged as an Interaction; its id comes back in `flywheel.interaction_id` and
-    in the `X-Flywheel-Interaction-Id` header. `flywheel.citations` lists the retrieved
-    passages; `flywheel.answered_from` says how the answer was made (`generated`,
-    `verified_answer` — then `flywheel.verified_answer` cites the approving review and the
-    passages it rests on — or `quote`). With `stream: true` the answer arrives as server-sent
-    events.
+    Every call is logged as an Interaction. Its id comes back in `flywheel.interaction_id`, in
+    the `X-Flywheel-Interaction-Id` header and in the response `id`: `chatcmpl-` followed by
+    the interaction id's 32 hex digits. `flywheel.citations` lists the retrieved passages;
+    `flywheel.answered_from` says how the answer was made (`generated`, `verified_answer` —
+    then `flywheel.verified_answer` cites the approving review and the passages it rests on —
+    or `quote`). With `stream: true` the answer arrives as server-sent events.
     """
+    if (unsupported := _unsupported_parameter(payload)) is not None:
+        name, why = unsupported
+        raise ApiError(
+            400, f"'{name}' is not supported: {why}.", code="unsupported_parameter", param=name
+        )
     project = request.api_key.project
     try:
         prepared = chat_prepare(project=project, request=_chat_request(payload))
+    except ModelNotFound as error:
+        raise ApiError(404, str(error), code="model_not_found", param="model") from error
     except GenerationError as error:
         raise ApiError(502, str(error), code="generation_failed") from error
 

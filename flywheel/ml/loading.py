@@ -2,7 +2,9 @@
 
 Every model is a local folder (bundled or configured); nothing is fetched from a hub. A
 generator may carry LoRA adapters: they are loaded next to the base weights on first use and
-switched per request, so promoting a new adapter needs no restart.
+switched per request, so promoting a new adapter needs no restart. Adapters and fine-tuned
+embedding models named by an artifact reference are fetched from the artifact store into this
+process's cache first (flywheel/artifacts.py).
 """
 
 import threading
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from flywheel.artifacts import artifact_folder
 from flywheel.ml.bundled import ModelNotAvailable, base_model_path, embedding_model_path
 
 _registry_lock = threading.Lock()
@@ -61,7 +64,7 @@ class Generator:
         from peft import PeftModel
 
         if adapter_path:
-            adapter_path = str(Path(adapter_path).resolve())
+            adapter_path = str(artifact_folder(adapter_path).resolve())
             if adapter_path not in self.adapters:
                 name = f"adapter_{len(self.adapters)}"
                 if isinstance(self.model, PeftModel):
@@ -207,9 +210,10 @@ def _require_folder(path: Path, *, what: str) -> None:
         )
 
 
-def load_embedder(path: Path | None = None):
-    """A sentence-transformers model; `path` defaults to FLYWHEEL_EMBEDDING_MODEL."""
-    path = (path or embedding_model_path()).resolve()
+def load_embedder(path: Path | str | None = None):
+    """A sentence-transformers model; `path` (a folder or an artifact reference) defaults to
+    FLYWHEEL_EMBEDDING_MODEL."""
+    path = artifact_folder(path or embedding_model_path()).resolve()
     with _registry_lock:
         if path not in _embedders:
             _require_folder(path, what="embedding")
@@ -220,7 +224,7 @@ def load_embedder(path: Path | None = None):
         return _embedders[path]
 
 
-def embed_texts(texts: list[str], *, path: Path | None = None) -> np.ndarray:
+def embed_texts(texts: list[str], *, path: Path | str | None = None) -> np.ndarray:
     """Unit-length embeddings, one row per text (cosine similarity is then a dot product)."""
     embedder = load_embedder(path)
     return embedder.encode(

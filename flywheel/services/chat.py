@@ -25,7 +25,7 @@ from flywheel.models import (
 from flywheel.selectors.retrieval import RetrievalOptions, RetrievalResult, retrieve
 from flywheel.services.indexing import passage_for_embedding
 from flywheel.services.interactions import interaction_record
-from flywheel.services.model_versions import model_version_production_ensure
+from flywheel.services.served_models import PRODUCTION_MODEL, model_version_resolve
 from flywheel.services.verified_answers import (
     VerifiedMatch,
     retriever_path,
@@ -46,6 +46,8 @@ CONTEXT_CHARACTER_BUDGET = 4000
 class ChatRequest:
     messages: list[dict]
     parameters: GenerationParameters
+    # A name the project serves (see flywheel.services.served_models); ModelNotFound otherwise.
+    model: str = PRODUCTION_MODEL
     rag: bool = True
     retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
     end_user_id: str = ""
@@ -141,7 +143,7 @@ def retrieval_log_entries(retrieval: RetrievalResult | None) -> list[dict] | Non
 
 def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
     started = time.perf_counter()
-    model_version = model_version_production_ensure(project=project)
+    model_version = model_version_resolve(project=project, name=request.model)
     backend = backend_for(project=project, model_version=model_version)
     policy = serving_policy_get(project=project)
     query = last_user_message(request.messages)

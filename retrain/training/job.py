@@ -6,13 +6,16 @@ from pathlib import Path
 
 from django.conf import settings
 
+from flywheel.artifacts import LocalArtifactStore, artifact_publish, artifact_store
 from flywheel.ml.bundled import base_model_path
-from flywheel.models import ModelVersion
+from flywheel.models import ModelVersion, Project
 from flywheel.services.model_versions import model_version_production_ensure
-from retrain.datasets.snapshot import dataset_snapshot
+from retrain.curation.policy import curation_policy_get
+from retrain.datasets.snapshot import dataset_eval_shortfall, dataset_snapshot
 from retrain.jobs.lifecycle import InvalidJobParameters, JobCancelled, job_create
-from retrain.jobs.parameters import take_bool, take_golden_set, take_int
-from retrain.models import DatasetRecord, DatasetVersion, Job
+from retrain.jobs.pace import StepPace
+from retrain.jobs.parameters import golden_set_load, take_bool, take_golden_set, take_int
+from retrain.models import DatasetRecord, DatasetVersion, InstructionExample, Job
 
 
 def validate_parameters(values: dict) -> dict:
@@ -35,6 +38,42 @@ def validate_parameters(values: dict) -> dict:
     return {**job_options, **training.as_dict()}
 
 
+def _golden_set_size(parameters: dict) -> int:
+    name = parameters.get("golden_set")
+    return len(golden_set_load(name)) if name else 0
+
+
+def check_parameters_for_project(project: Project, parameters: dict) -> None:
+    """Refuse a run whose candidate could never be judged: with evaluate=true, the dataset's
+    eval split and the golden set together must hold the policy's minimum for the promotion
+    gate. Without a dataset version, the examples a snapshot would freeze now are counted;
+    the run checks again on the version it trains on."""
+    if not parameters["evaluate"]:
+        return
+    min_eval_examples = curation_policy_get(project=project).min_eval_examples
+    number = parameters["dataset_version"]
+    if number is None:
+        eval_examples = InstructionExample.objects.filter(
+            project=project,
+            status=InstructionExample.Status.INCLUDED,
+            split=InstructionExample.Split.EVAL,
+        ).count()
+        subject = "The curated examples"
+    else:
+        version = DatasetVersion.objects.filter(project=project, number=number).first()
+        if version is None:
+            raise InvalidJobParameters(f"no dataset version {number}")
+        eval_examples = version.counts["eval"]
+        subject = f"Dataset v{number}"
+    shortfall = dataset_eval_shortfall(
+        eval_examples=eval_examples,
+        min_eval_examples=min_eval_examples,
+        golden_examples=_golden_set_size(parameters),
+    )
+    if shortfall:
+        raise InvalidJobParameters(f"{subject}: {shortfall}")
+
+
 JOB_OPTIONS = {
     "dataset_version",
     "evaluate",
@@ -44,9 +83,23 @@ JOB_OPTIONS = {
 }
 
 
+def job_artifact_key(job: Job) -> str:
+    """Where the job's adapter and checkpoint are stored (`<key>/adapter`, `<key>/checkpoint`):
+    stable per job, so a retried job, on whichever worker, finds its checkpoint and resumes."""
+    return f"{job.project.slug}/jobs/{job.pk}"
+
+
 def job_output_dir(job: Job) -> Path:
-    """Stable per job, so a retried job finds its own checkpoint and resumes."""
-    return Path(settings.FLYWHEEL_ARTIFACTS_DIR) / job.project.slug / "jobs" / str(job.pk)
+    """The worker's working folder for the job; with the local store, the stored folder."""
+    return Path(settings.FLYWHEEL_ARTIFACTS_DIR) / job_artifact_key(job)
+
+
+def _checkpoint_fetch(*, key: str, local: Path) -> None:
+    """Bring the job's stored checkpoint here when this worker has none (an earlier attempt
+    ran elsewhere); lora_train then resumes from it."""
+    store = artifact_store()
+    if not (local / "progress.json").exists() and store.exists(key):
+        store.get_folder(key, local)
 
 
 def _dataset_for(job: Job) -> DatasetVersion:
@@ -63,10 +116,23 @@ def _dataset_for(job: Job) -> DatasetVersion:
 
 
 def run(job: Job, context) -> None:
-    from retrain.training.lora import TrainingParameters, TrainingStopped, lora_train
+    from retrain.training.lora import (
+        CHECKPOINT_DIRNAME,
+        TrainingParameters,
+        TrainingStopped,
+        lora_train,
+    )
 
     dataset = _dataset_for(job)
     Job.objects.filter(pk=job.pk).update(dataset_version=dataset)
+    if job.parameters.get("evaluate", True):
+        shortfall = dataset_eval_shortfall(
+            eval_examples=dataset.counts["eval"],
+            min_eval_examples=curation_policy_get(project=job.project).min_eval_examples,
+            golden_examples=_golden_set_size(job.parameters),
+        )
+        if shortfall:
+            raise InvalidJobParameters(f"Dataset v{dataset.number}: {shortfall}")
     records = list(
         dataset.records.filter(kind=DatasetRecord.Kind.SFT, split="train").order_by("pk")
     )
@@ -76,13 +142,23 @@ def run(job: Job, context) -> None:
         {k: v for k, v in job.parameters.items() if k not in JOB_OPTIONS}
     )
     output_dir = job_output_dir(job)
+    store = artifact_store()
+    artifact_key = job_artifact_key(job)
+    checkpoint_key = f"{artifact_key}/{CHECKPOINT_DIRNAME}"
+    _checkpoint_fetch(key=checkpoint_key, local=output_dir / CHECKPOINT_DIRNAME)
     loss_curve: list[dict] = list(job.metrics.get("loss_curve", []))
 
-    def on_step(step: int, total: int, loss: float) -> None:
+    pace = StepPace()
+
+    def on_step(step: int, total: int, loss: float, tokens_trained: int) -> None:
         # After a resume the steps since the last checkpoint come again: keep the new ones.
         loss_curve[:] = [point for point in loss_curve if point["step"] < step]
         loss_curve.append({"step": step, "loss": round(loss, 5)})
-        context.record_metrics(loss_curve=loss_curve, steps_total=total)
+        context.record_metrics(
+            loss_curve=loss_curve,
+            steps_total=total,
+            pace=pace.observe(step=step, total=total, tokens=tokens_trained),
+        )
         context.progress(95 * step / total, f"Step {step} of {total}, loss {loss:.4f}")
 
     context.log(f"Training on dataset v{dataset.number}: {len(records)} examples")
@@ -101,19 +177,24 @@ def run(job: Job, context) -> None:
                 "dataset_version": dataset.number,
                 "dataset_hash": dataset.content_hash,
             },
+            on_checkpoint=lambda folder: store.put_folder(folder, checkpoint_key),
         )
     except (TrainingStopped, JobCancelled) as stopped:
         # Cancelled, whether noticed by the loop or by a progress report: nothing of a
         # cancelled run is kept.
         shutil.rmtree(output_dir, ignore_errors=True)
+        store.delete(artifact_key)
         raise JobCancelled() from stopped
+    adapter = artifact_publish(
+        folder=result.adapter_dir, key=f"{artifact_key}/{result.adapter_dir.name}"
+    )
 
     production = model_version_production_ensure(project=job.project)
     candidate = ModelVersion.objects.create(
         project=job.project,
         name=f"lora-job-{job.pk}",
         base_model="",
-        adapter_path=str(result.adapter_dir),
+        adapter_path=adapter,
         status=ModelVersion.Status.CANDIDATE,
         dataset_version_id=dataset.pk,
         training_job_id=job.pk,
@@ -131,6 +212,10 @@ def run(job: Job, context) -> None:
         },
     )
     Job.objects.filter(pk=job.pk).update(model_version=candidate)
+    if not isinstance(store, LocalArtifactStore):
+        # The adapter is in the bucket now; the checkpoint it finished is of no further use.
+        store.delete(checkpoint_key)
+        shutil.rmtree(output_dir, ignore_errors=True)
     context.record_metrics(
         loss_curve=result.loss_curve,
         train_loss=result.train_loss,
@@ -139,7 +224,8 @@ def run(job: Job, context) -> None:
         resumed_from_step=result.resumed_from_step,
         candidate=candidate.name,
     )
-    context.log(f"Candidate {candidate.name} saved to {result.adapter_dir}")
+    # The log is shown through the API: where the adapter lies stays on the server.
+    context.log(f"Candidate {candidate.name} saved")
     if job.parameters.get("evaluate", True):
         evaluation = job_create(
             project=job.project,

@@ -423,16 +423,19 @@ def lora_train(
     records: Iterable,
     parameters: TrainingParameters,
     output_dir: Path,
-    on_step: Callable[[int, int, float], None] | None = None,
+    on_step: Callable[[int, int, float, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     log: Callable[[str], None] | None = None,
     metadata: dict | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> TrainingResult:
     """Train a LoRA adapter on `records` (prompt + chosen) and save it to output_dir/adapter.
 
     Resumes from output_dir/checkpoint when one of the same run (data and parameters) is
-    there. `on_step(step, total_steps, loss)` follows every optimizer step; `should_stop()` is
-    asked before each one, and True writes the checkpoint and raises TrainingStopped.
+    there. `on_step(step, total_steps, loss, tokens_trained)` follows every optimizer step;
+    `should_stop()` is asked before each one and between the batches a step accumulates, and
+    True writes the checkpoint of the last whole step and raises TrainingStopped.
+    `on_checkpoint(folder)` follows every checkpoint written (to keep it off the machine).
     """
     from peft import LoraConfig, get_peft_model
     from transformers import get_linear_schedule_with_warmup
@@ -509,6 +512,8 @@ def lora_train(
             progress=progress,
             fingerprint=fingerprint,
         )
+        if on_checkpoint is not None:
+            on_checkpoint(output_dir / CHECKPOINT_DIRNAME)
 
     pad_token_id = pad_token_id_of(tokenizer)
     model.train()
@@ -535,7 +540,14 @@ def lora_train(
         )
         optimizer.zero_grad(set_to_none=True)
         step_loss_sum = 0.0
-        for batch_examples in step_batches:
+        for batch_number, batch_examples in enumerate(step_batches):
+            # A step of many accumulated batches can take minutes on a CPU: a cancel is
+            # noticed between them too. The half-accumulated gradient is dropped; the
+            # checkpoint holds the last whole step.
+            if batch_number and should_stop is not None and should_stop():
+                checkpoint_write()
+                say(f"Stopped during step {progress.step + 1}; checkpoint saved")
+                raise TrainingStopped(progress.step)
             batch = pad_batch(batch_examples, pad_token_id=pad_token_id, device=device)
             loss_sum, _ = answer_loss_sum(model, batch)
             (loss_sum / answer_tokens).backward()
@@ -554,7 +566,7 @@ def lora_train(
         loss = step_loss_sum / answer_tokens
         progress.loss_curve.append({"step": progress.step, "loss": loss})
         if on_step is not None:
-            on_step(progress.step, total_steps, loss)
+            on_step(progress.step, total_steps, loss, progress.tokens_trained)
         if progress.step % parameters.checkpoint_every_steps == 0 and progress.step < total_steps:
             checkpoint_write()
             say(f"Step {progress.step}/{total_steps}, loss {loss:.4f}: checkpoint saved")

@@ -10,12 +10,19 @@ from pathlib import Path
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
+from flywheel.artifacts import (
+    LocalArtifactStore,
+    artifact_folder,
+    artifact_publish,
+    artifact_store,
+)
 from flywheel.ml.bundled import embedding_model_path
 from flywheel.ml.loading import torch_threads_limit
 from flywheel.models import Chunk, EmbeddingModelVersion
 from flywheel.selectors.retrieval import active_index_version
 from flywheel.services.indexing import passage_for_embedding
 from retrain.jobs.lifecycle import InvalidJobParameters, JobCancelled
+from retrain.jobs.pace import StepPace
 from retrain.jobs.parameters import take_bool, take_int
 from retrain.models import Job
 from retrain.promotion import (
@@ -71,8 +78,13 @@ def validate_parameters(values: dict) -> dict:
     return {**job_options, **training.as_dict()}
 
 
+def job_artifact_key(job: Job) -> str:
+    return f"{job.project.slug}/retrievers/job-{job.pk}"
+
+
 def job_output_dir(job: Job) -> Path:
-    return Path(settings.FLYWHEEL_ARTIFACTS_DIR) / job.project.slug / "retrievers" / f"job-{job.pk}"
+    """The worker's working folder for the job; with the local store, the stored folder."""
+    return Path(settings.FLYWHEEL_ARTIFACTS_DIR) / job_artifact_key(job)
 
 
 def _corpus(job: Job) -> list[str]:
@@ -215,14 +227,18 @@ def _train_and_measure(
     )
 
     production = embedding_model_version_production(project=project)
-    base_path = Path(production.path) if production is not None else embedding_model_path()
+    base_path = artifact_folder(production.path) if production else embedding_model_path()
     base_name = production.name if production is not None else "bundled"
     output_dir = job_output_dir(job)
     loss_curve: list[dict] = []
 
+    pace = StepPace()
+
     def on_step(step: int, total: int, loss: float) -> None:
         loss_curve.append({"step": step, "loss": round(loss, 5)})
-        context.record_metrics(loss_curve=loss_curve, steps_total=total)
+        context.record_metrics(
+            loss_curve=loss_curve, steps_total=total, pace=pace.observe(step=step, total=total)
+        )
         context.progress(5 + 80 * step / max(total, 1), f"Step {step} of {total}, loss {loss:.4f}")
 
     context.log(f"Training from the {base_name} retriever")
@@ -272,9 +288,12 @@ def _train_and_measure(
         "base": base_name,
         "decision": decision,
     }
+    reference = artifact_publish(folder=output_dir, key=job_artifact_key(job))
+    if not isinstance(artifact_store(), LocalArtifactStore):
+        shutil.rmtree(output_dir, ignore_errors=True)  # kept in the bucket now
     candidate = _version_create(
         job,
-        path=str(output_dir),
+        path=reference,
         status=EmbeddingModelVersion.Status.CANDIDATE,
         metrics=metrics,
         training_job_id=job.pk,

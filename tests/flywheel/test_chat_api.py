@@ -129,7 +129,8 @@ def test_a_project_can_be_served_by_a_remote_openai_compatible_server(
     proxy = ProjectFactory(
         generation_backend=GenerationBackend.OPENAI,
         remote_base_url=f"{live_server.url}/v1",
-        remote_model="upstream-model",
+        # The upstream is a Flywheel too: its production model answers to `flywheel`.
+        remote_model="flywheel",
     )
     proxy_client = openai.OpenAI(
         base_url=f"{live_server.url}/v1",
@@ -138,11 +139,11 @@ def test_a_project_can_be_served_by_a_remote_openai_compatible_server(
     )
     messages = [{"role": "user", "content": QUESTION}]
 
-    plain = proxy_client.chat.completions.create(model="x", messages=messages, max_tokens=40)
+    plain = proxy_client.chat.completions.create(model="flywheel", messages=messages, max_tokens=40)
     streamed = "".join(
         chunk.choices[0].delta.content or ""
         for chunk in proxy_client.chat.completions.create(
-            model="x", messages=messages, max_tokens=40, stream=True
+            model="flywheel", messages=messages, max_tokens=40, stream=True
         )
         if chunk.choices
     )
@@ -150,7 +151,7 @@ def test_a_project_can_be_served_by_a_remote_openai_compatible_server(
     proxied = Interaction.objects.filter(project=proxy).order_by("created_at")
     upstream = Interaction.objects.filter(project=demo_project)
     assert [i.response for i in proxied] == [plain.choices[0].message.content, streamed.strip()]
-    assert {i.model_name for i in proxied} == {"upstream-model"}
+    assert {i.model_name for i in proxied} == {"flywheel"}
     assert upstream.count() == 2, "each proxied call was answered upstream"
     assert "30" in plain.choices[0].message.content
 
@@ -166,7 +167,7 @@ def test_a_project_can_be_served_by_a_remote_openai_compatible_server(
         (
             json.dumps({"messages": [{"role": "user", "content": "x"}], "n": 2}),
             400,
-            "invalid_request",
+            "unsupported_parameter",
         ),
         (
             json.dumps({"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}),

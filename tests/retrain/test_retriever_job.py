@@ -5,7 +5,6 @@ back with the index that goes with the previous retriever."""
 import io
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +15,10 @@ from django.core.management.base import CommandError
 
 from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
+from flywheel.artifacts import artifact_folder, artifact_key, artifact_store
 from flywheel.ml.loading import embed_texts
 from flywheel.models import (
+    ApiKey,
     Chunk,
     EmbeddingModelVersion,
     IndexVersion,
@@ -284,7 +285,9 @@ def test_parameters_have_defaults_and_unknown_or_bad_ones_are_refused(client):
             retriever_job.validate_parameters(dict(bad))
 
     project = ProjectFactory()
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
     response = client.post(
         "/api/v1/jobs",
         content_type="application/json",
@@ -299,7 +302,9 @@ def test_parameters_have_defaults_and_unknown_or_bad_ones_are_refused(client):
 def test_a_retriever_without_an_index_gets_a_refresh_and_rollback_needs_a_promoted_one(client):
     project = ProjectFactory()
     index_folder(project, DEMO_KNOWLEDGE_BASE)
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
     first = IndexVersion.objects.get(project=project)
     with pytest.raises(NothingToRollBack):
         embedding_model_version_rollback(project=project)
@@ -329,7 +334,9 @@ def test_a_retriever_trained_on_feedback_is_promoted_reembeds_the_index_and_roll
     client, celery_worker
 ):
     project = _project_with_feedback()
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
     first = active_index_version(project=project)
     assert first is not None and first.embedding_model_version is None
 
@@ -364,7 +371,7 @@ def test_a_retriever_trained_on_feedback_is_promoted_reembeds_the_index_and_roll
             f"{metrics['train_pairs']['candidate']['hit@5']:.2f}; loss "
             f"{metrics['training']['first_loss']:.4f} -> {metrics['training']['last_loss']:.4f}"
         )
-        assert (Path(candidate.path) / "config.json").exists()
+        assert (artifact_folder(candidate.path) / "config.json").exists()
         assert job.metrics["decision"]["promoted"] is True, job.metrics["decision"]
         assert candidate.status == "production" and candidate.metrics["decision"]["passed"]
 
@@ -421,7 +428,7 @@ def test_a_retriever_trained_on_feedback_is_promoted_reembeds_the_index_and_roll
         assert Job.objects.filter(project=project, kind=Job.Kind.INDEX_REFRESH).count() == 1
     finally:
         if candidate is not None:
-            shutil.rmtree(candidate.path, ignore_errors=True)
+            artifact_store().delete(artifact_key(candidate.path))
 
 
 @pytest.mark.django_db
@@ -461,7 +468,9 @@ def test_the_rollback_command_restores_the_previous_retriever_or_says_there_is_n
 )
 def test_bad_retriever_training_parameters_get_a_400_and_no_job(client, body):
     project = ProjectFactory()
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
 
     response = client.post(
         "/api/v1/jobs", data=body, content_type="application/json", **bearer(key)
@@ -476,7 +485,9 @@ def test_bad_retriever_training_parameters_get_a_400_and_no_job(client, body):
 @pytest.mark.parametrize("version_id", ["99999999999999999999999", "-1", "0"])
 def test_promoting_a_retriever_that_does_not_exist_is_a_404(client, version_id):
     project = ProjectFactory()
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
 
     response = client.post(f"/api/v1/embedding-model-versions/{version_id}/promote", **bearer(key))
 
