@@ -322,7 +322,7 @@ def train_once(*, base_model, records, rate_text, steps_list, seed, workdir, say
 
     report = step_reporter(say, f"lr {rate_text}")
 
-    def on_step(step: int, total: int, loss: float) -> None:
+    def on_step(step: int, total: int, loss: float, tokens_trained: int) -> None:
         losses.append(loss)
         seconds_at[step] = time.perf_counter() - started
         report(step, total, loss)
@@ -343,7 +343,7 @@ def train_once(*, base_model, records, rate_text, steps_list, seed, workdir, say
 
 
 def step_reporter(say, label: str):
-    def report(step: int, total: int, loss: float) -> None:
+    def report(step: int, total: int, loss: float, tokens_trained: int = 0) -> None:
         if step == 1 or step % 5 == 0 or step == total:
             say(f"{label}: step {step}/{total}, loss {loss:.3f}")
 

@@ -145,7 +145,7 @@ def run_lora_train(base_model_path: Path, records, parameters) -> dict:
             parameters=parameters,
             output_dir=Path(output_dir),
             should_stop=loop_starts_unless_running,
-            on_step=lambda step, total, loss: clock.stop(),
+            on_step=lambda step, total, loss, tokens_trained: clock.stop(),
         )
     return {
         "tokens": result.tokens_trained,

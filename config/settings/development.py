@@ -5,6 +5,7 @@ without SECRET_KEY one is generated once and kept under var/.
 """
 
 import secrets
+import warnings
 
 from config.settings.base import *  # noqa: F403
 from config.settings.base import VAR_DIR
@@ -28,3 +29,9 @@ DATABASES = {
         env_str("DATABASE_URL") or embedded_database_url(VAR_DIR / "postgres")
     )
 }
+
+# `manage.py runserver` serves the apps' static files as they are, with or without DEBUG and
+# before any `collectstatic`; until one has run, WhiteNoise's warning about the missing
+# STATIC_ROOT says nothing useful.
+WHITENOISE_USE_FINDERS = True
+warnings.filterwarnings("ignore", message="No directory at: ", category=UserWarning)

@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -45,3 +46,10 @@ def env_list(name: str, default: list[str]) -> list[str]:
 def env_path(name: str, default: Path) -> Path:
     raw = os.environ.get(name)
     return Path(raw).expanduser().resolve() if raw else default
+
+
+def env_file_load(path: Path) -> None:
+    """Read NAME=value lines from `path`, if it exists, into the environment; a variable the
+    environment already has keeps its value."""
+    if path.is_file():
+        load_dotenv(path, override=False)

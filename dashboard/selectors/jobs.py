@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 
 from flywheel.models import ModelVersion, Project
 from retrain.evaluation.gate import GateDecision
@@ -24,11 +25,14 @@ LOSS_POINTS_SHOWN = 500
 SUITE_LABELS = {"eval_split": "Held-out split of the dataset version", "golden_set": "Golden set"}
 # (key in the evaluation's scores, label, whether a lower value is better)
 EVALUATION_METRICS = [
-    ("eval_loss", "Eval loss", True),
     ("token_f1", "Token F1", False),
     ("rouge_l", "ROUGE-L", False),
+    ("judge", "LLM judge score", False),
+    ("eval_loss", "Loss of the reference answers", True),
     ("examples", "Examples", None),
 ]
+# The per-example scores shown next to each answer.
+EXAMPLE_SCORES = [("token_f1", "F1"), ("rouge_l", "ROUGE-L"), ("judge", "judge")]
 HIT_RATE_CHECKS = {
     "corrections": "Approved corrections find their FAQ entry",
     "golden_set": "Golden-set questions find their source document",
@@ -92,11 +96,29 @@ class MetricComparison:
 
 
 @dataclass(frozen=True)
-class SampleComparison:
+class ScoredAnswer:
+    answer: str
+    # (label, score) in EXAMPLE_SCORES order; a score is None where it was not measured.
+    scores: list[tuple[str, float | None]]
+    judge_reply: str | None
+
+
+@dataclass(frozen=True)
+class ExampleComparison:
+    suite_label: str
     question: str
     reference: str
-    candidate: str
-    production: str | None
+    # The sources of the passages in the prompt; None when retrieval was off.
+    sources: list[str] | None
+    candidate: ScoredAnswer | None
+    production: ScoredAnswer | None
+    # Candidate minus production on the gate's metric, where both were scored.
+    difference: float | None
+
+    @property
+    def sides(self) -> tuple[ScoredAnswer | None, ScoredAnswer | None]:
+        """(candidate, production), in the order of the page's columns."""
+        return self.candidate, self.production
 
 
 @dataclass(frozen=True)
@@ -104,14 +126,17 @@ class SuiteComparison:
     name: str
     label: str
     metrics: list[MetricComparison]
-    samples: list[SampleComparison]
 
 
 @dataclass(frozen=True)
 class EvaluationReport:
     candidate_name: str
     production_name: str
+    index_version: int | None
+    # The judge's server, model and rubric; None when no judge graded.
+    judge: dict | None
     suites: list[SuiteComparison]
+    examples: list[ExampleComparison]
     gate: GateDecision | None
 
 
@@ -155,6 +180,45 @@ class JobDetail:
     # no report of their own.
     figures: list[tuple[str, object]]
     metrics_json: str
+    pace: "JobPace"
+
+
+@dataclass(frozen=True)
+class JobPace:
+    """Beside the progress bar of an unfinished job: the time left and how fast it goes."""
+
+    seconds_left: int | None = None
+    steps_per_second: float | None = None
+    tokens_per_second: float | None = None
+
+    @property
+    def time_left(self) -> str:
+        """'about 3 min left', to the nearest unit that reads well."""
+        if self.seconds_left is None:
+            return ""
+        seconds = max(self.seconds_left, 0)
+        if seconds < 90:
+            return f"about {seconds} s left"
+        if seconds < 90 * 60:
+            return f"about {round(seconds / 60)} min left"
+        return f"about {seconds / 3600:.1f} h left"
+
+
+def job_pace(job: Job) -> JobPace:
+    """A training job measures its own pace per step (retrain.jobs.pace); any other running
+    job's time left is its elapsed time stretched to 100 % of its progress."""
+    if job.is_finished:
+        return JobPace()
+    measured = (job.metrics or {}).get("pace") or {}
+    seconds_left = measured.get("seconds_left")
+    if seconds_left is None and job.started_at and 0 < job.progress < 100:
+        elapsed = (timezone.now() - job.started_at).total_seconds()
+        seconds_left = round(elapsed * (100 - job.progress) / job.progress)
+    return JobPace(
+        seconds_left=seconds_left,
+        steps_per_second=measured.get("steps_per_second"),
+        tokens_per_second=measured.get("tokens_per_second"),
+    )
 
 
 def job_detail_get(*, project: Project, job_id: int) -> JobDetail | None:
@@ -179,6 +243,7 @@ def job_detail_get(*, project: Project, job_id: int) -> JobDetail | None:
         ),
         figures=[] if job.kind in REPORTED_KINDS else _figures(metrics),
         metrics_json=json.dumps(metrics, indent=2, sort_keys=True),
+        pace=job_pace(job),
     )
 
 
@@ -204,26 +269,44 @@ def _better_side(candidate, production, lower_is_better: bool | None) -> str:
     return "candidate" if candidate_wins else "production"
 
 
-def _sample_comparisons(candidate: dict, production: dict) -> list[SampleComparison]:
-    """The candidate's sample answers next to production's answer to the same question."""
-    production_answers = {
-        sample.get("question"): sample.get("prediction", "")
-        for sample in production.get("samples") or []
-    }
-    return [
-        SampleComparison(
-            question=sample.get("question", ""),
-            reference=sample.get("reference", ""),
-            candidate=sample.get("prediction", ""),
-            production=production_answers.get(sample.get("question")),
+def _scored_answer(side: dict | None) -> ScoredAnswer | None:
+    if not side:
+        return None
+    return ScoredAnswer(
+        answer=side.get("answer", ""),
+        scores=[(label, side.get(key)) for key, label in EXAMPLE_SCORES],
+        judge_reply=side.get("judge_reply"),
+    )
+
+
+def _example_comparisons(examples: list[dict], metric: str | None) -> list[ExampleComparison]:
+    """Each question with both answers and their scores, in the order they were asked."""
+    comparisons = []
+    for example in examples:
+        candidate, production = example.get("candidate") or {}, example.get("production") or {}
+        candidate_score, production_score = candidate.get(metric), production.get(metric)
+        comparisons.append(
+            ExampleComparison(
+                suite_label=SUITE_LABELS.get(example.get("suite", ""), example.get("suite", "")),
+                question=example.get("question", ""),
+                reference=example.get("reference", ""),
+                sources=example.get("sources"),
+                candidate=_scored_answer(candidate),
+                production=_scored_answer(production),
+                difference=(
+                    candidate_score - production_score
+                    if candidate_score is not None and production_score is not None
+                    else None
+                ),
+            )
         )
-        for sample in candidate.get("samples") or []
-    ]
+    return comparisons
 
 
 def _evaluation_report(metrics: dict) -> EvaluationReport | None:
     if not metrics.get("suites") and not metrics.get("gate"):
         return None
+    gate = gate_decision_from(metrics.get("gate"))
     suites = []
     for name, sides in (metrics.get("suites") or {}).items():
         candidate, production = sides.get("candidate") or {}, sides.get("production") or {}
@@ -240,14 +323,16 @@ def _evaluation_report(metrics: dict) -> EvaluationReport | None:
                     )
                     for key, label, lower in EVALUATION_METRICS
                 ],
-                samples=_sample_comparisons(candidate, production),
             )
         )
     return EvaluationReport(
         candidate_name=metrics.get("candidate", ""),
         production_name=metrics.get("production", ""),
+        index_version=metrics.get("index_version"),
+        judge=metrics.get("judge"),
         suites=suites,
-        gate=gate_decision_from(metrics.get("gate")),
+        examples=_example_comparisons(metrics.get("examples") or [], gate.metric if gate else None),
+        gate=gate,
     )
 
 

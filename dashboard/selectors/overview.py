@@ -1,28 +1,43 @@
-"""The overview page: volume, satisfaction, scores and corrections per day and per model
-version."""
+"""The overview page: volume, satisfaction, scores and corrections per day, per model version
+and per index version."""
 
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from django.db.models import (
     Avg,
+    Case,
+    CharField,
     Count,
     Q,
+    QuerySet,
     Value,
+    When,
 )
-from django.db.models.functions import Coalesce, NullIf, TruncDate
+from django.db.models.functions import Cast, Coalesce, Concat, NullIf, TruncDate
 
 from dashboard.selectors.interactions import created_between, latest_review_decision
 from feedback.models import Review, Thumb
 from flywheel.models import Interaction, Project
 
 UNKNOWN_MODEL_LABEL = "unknown"
+NO_INDEX_LABEL = "no index (app-logged, or no retrieval)"
 
 
 def _model_label():
     """The model version's name; for apps that log their own LLM, the model they named."""
     return Coalesce(
         "model_version__name", NullIf("model_name", Value("")), Value(UNKNOWN_MODEL_LABEL)
+    )
+
+
+def _index_label():
+    """The index version that retrieved the passages; interactions logged by apps with their
+    own retrieval, or answered without it, have none."""
+    # Not Coalesce: Django's Concat turns a NULL part into "", never NULL.
+    return Case(
+        When(index_version__isnull=True, then=Value(NO_INDEX_LABEL)),
+        default=Concat(Value("index v"), Cast("index_version__number", CharField())),
     )
 
 
@@ -103,6 +118,7 @@ class Overview:
     days: list[date]
     overall: FeedbackSeries
     per_model: list[FeedbackSeries]
+    per_index: list[FeedbackSeries]
 
     def chart_data(self) -> dict:
         """What the page's charts draw, as plain JSON values."""
@@ -113,30 +129,44 @@ class Overview:
         }
 
 
+def _series_per_label(interactions: QuerySet, label, days: list[date]) -> list[FeedbackSeries]:
+    """One series per value of the `label` expression, the busiest first."""
+    labelled = interactions.annotate(series_label=label)
+    aggregates = _feedback_aggregates()
+    totals = {
+        row["series_label"]: FeedbackFigures.from_row(row)
+        for row in labelled.values("series_label")
+        .annotate(**aggregates)
+        .order_by("-interactions", "series_label")
+    }
+    per_day = {
+        (row["series_label"], row["day"]): FeedbackFigures.from_row(row)
+        for row in labelled.values("series_label", "day").annotate(**aggregates).order_by()
+    }
+    empty = FeedbackFigures()
+    return [
+        FeedbackSeries(
+            label=series_label,
+            totals=series_totals,
+            by_day=[per_day.get((series_label, day), empty) for day in days],
+        )
+        for series_label, series_totals in totals.items()
+    ]
+
+
 def overview_get(*, project: Project, date_from: date, date_to: date) -> Overview:
     """Interactions, satisfaction, mean score and corrections per day of the interactions'
-    creation, in total and per model, for the days from `date_from` to `date_to`."""
+    creation, in total, per model and per index version, for the days from `date_from` to
+    `date_to`."""
     interactions = created_between(
         Interaction.objects.filter(project=project), date_from, date_to
     ).annotate(latest_review_decision=latest_review_decision(), day=TruncDate("created_at"))
-    per_model = interactions.annotate(model_label=_model_label())
     aggregates = _feedback_aggregates()
     totals = FeedbackFigures.from_row(interactions.aggregate(**aggregates))
     per_day = {
         row["day"]: FeedbackFigures.from_row(row)
         for row in interactions.values("day").annotate(**aggregates).order_by()
     }
-    per_model_totals = {
-        row["model_label"]: FeedbackFigures.from_row(row)
-        for row in per_model.values("model_label")
-        .annotate(**aggregates)
-        .order_by("-interactions", "model_label")
-    }
-    per_model_day = {
-        (row["model_label"], row["day"]): FeedbackFigures.from_row(row)
-        for row in per_model.values("model_label", "day").annotate(**aggregates).order_by()
-    }
-
     days = [date_from + timedelta(days=offset) for offset in range((date_to - date_from).days + 1)]
     empty = FeedbackFigures()
     return Overview(
@@ -146,12 +176,6 @@ def overview_get(*, project: Project, date_from: date, date_to: date) -> Overvie
             totals=totals,
             by_day=[per_day.get(day, empty) for day in days],
         ),
-        per_model=[
-            FeedbackSeries(
-                label=label,
-                totals=model_totals,
-                by_day=[per_model_day.get((label, day), empty) for day in days],
-            )
-            for label, model_totals in per_model_totals.items()
-        ],
+        per_model=_series_per_label(interactions, _model_label(), days),
+        per_index=_series_per_label(interactions, _index_label(), days),
     )

@@ -16,8 +16,17 @@ from dashboard.views.access import project_view
 from dashboard.views.policy import POLICY_SECTIONS, CurationPolicyForm
 from feedback.models import Thumb
 from flywheel.models import Interaction
-from retrain.datasets.exports import EXPORT_FORMATS, SPLITS, dataset_export_lines
-from retrain.datasets.snapshot import dataset_snapshot
+from retrain.curation.pii import PII_KIND_LABELS
+from retrain.curation.policy import curation_policy_get
+from retrain.datasets.exports import (
+    EXPORT_FORMATS,
+    FILE_TYPES,
+    SPLITS,
+    EmptyExport,
+    dataset_export_file,
+    dataset_export_rows,
+)
+from retrain.datasets.snapshot import dataset_snapshot, dataset_version_eval_shortfall
 from retrain.models import DatasetVersion
 from retrain.selectors import (
     RECORD_SIGNAL_LABELS,
@@ -30,9 +39,23 @@ from retrain.selectors import (
 
 VERSIONS_PER_PAGE = 50
 EXPORT_DESCRIPTIONS = {
-    "chat": ("Chat", 'Supervised fine-tuning: {"messages": [system, user, …, assistant]}'),
-    "alpaca": ("Alpaca", "Supervised fine-tuning: instruction, input (context), output"),
-    "dpo": ("DPO", "Preference training: prompt messages, chosen and rejected answers"),
+    "chat": (
+        "Chat (TRL)",
+        'TRL SFTTrainer: {"messages": [system, user, …, assistant]}',
+    ),
+    "prompt_completion": (
+        "Prompt/completion (TRL)",
+        "TRL SFTTrainer: prompt messages and the [assistant] completion; "
+        "the loss covers the completion only",
+    ),
+    "dpo": (
+        "DPO (TRL)",
+        "TRL DPOTrainer: prompt messages, chosen and rejected [assistant] answers",
+    ),
+    "alpaca": (
+        "Alpaca (not a TRL format)",
+        "instruction, input (context), output, system: for tools that read Alpaca",
+    ),
 }
 
 
@@ -86,6 +109,7 @@ def datasets(request, project):
             "page": page,
             "chart": _size_chart(list(page.object_list)),
             "working_state": curation_working_state(project=project),
+            "min_eval_examples": curation_policy_get(project=project).min_eval_examples,
         },
     )
 
@@ -121,6 +145,11 @@ def dataset_snapshot_create(request, project):
                 link,
             ),
         )
+    shortfall = dataset_version_eval_shortfall(
+        version=version, min_eval_examples=curation_policy_get(project=project).min_eval_examples
+    )
+    if shortfall:
+        messages.warning(request, format_html("{}: {}", link, shortfall))
     return redirect("dashboard:datasets", project_slug=project.slug)
 
 
@@ -144,6 +173,7 @@ def _policy_sections(policy: dict) -> list[tuple[str, list[tuple[str, object]]]]
     no order of its own; a setting the page does not have (added or dropped since) goes
     under "Other settings" with its stored name."""
     labels = {name: field.label for name, field in CurationPolicyForm.base_fields.items()}
+    policy = _with_pii_kinds_per_source(policy)
     sections = [
         (
             section.title,
@@ -156,34 +186,43 @@ def _policy_sections(policy: dict) -> list[tuple[str, list[tuple[str, object]]]]
     return [(title, rows) for title, rows in sections if rows]
 
 
+def _with_pii_kinds_per_source(policy: dict) -> dict:
+    """The frozen `pii_entities` (source -> kinds) as the policy page's one field per source."""
+    kinds_by_source = policy.get("pii_entities")
+    if not isinstance(kinds_by_source, dict):
+        return policy
+    flattened = {key: value for key, value in policy.items() if key != "pii_entities"}
+    for source, kinds in kinds_by_source.items():
+        flattened[f"pii_{source}"] = ", ".join(kinds) if kinds else "none"
+    return flattened
+
+
 @dataclass(frozen=True)
 class DownloadLink:
     split: str
     rows: int
-    url: str
+    # (file type, url) per file type; none for a split without rows, which has no export.
+    files: list[tuple[str, str]]
 
 
 def _downloads(project, version: DatasetVersion) -> list[tuple[str, str, list[DownloadLink]]]:
-    """Per format: its label, what it holds, and one link per split with its row count."""
-    counts = version.counts
-    examples = (counts["train"], counts["eval"])
-    pairs = (counts["preference_train"], counts["preference_eval"])
+    """Per format: its label, what it holds, and per split its row count and one link per
+    file type."""
     downloads = []
     for export_format in EXPORT_FORMATS:
         label, description = EXPORT_DESCRIPTIONS[export_format]
-        train, held_out = pairs if export_format == "dpo" else examples
-        rows = {"train": train, "eval": held_out, "all": train + held_out}
-        links = [
-            DownloadLink(
-                split=split,
-                rows=rows[split],
-                url=reverse(
-                    "dashboard:dataset_download",
-                    args=[project.slug, version.number, export_format, split],
-                ),
+        links = []
+        for split in SPLITS:
+            rows = dataset_export_rows(version=version, export_format=export_format, split=split)
+            url = reverse(
+                "dashboard:dataset_download",
+                args=[project.slug, version.number, export_format, split],
             )
-            for split in SPLITS
-        ]
+            files = [
+                (file_type, url if file_type == "jsonl" else f"{url}?file={file_type}")
+                for file_type in FILE_TYPES
+            ]
+            links.append(DownloadLink(split=split, rows=rows, files=files if rows else []))
         downloads.append((label, description, links))
     return downloads
 
@@ -193,6 +232,7 @@ def _downloads(project, version: DatasetVersion) -> list[tuple[str, str, list[Do
 def dataset_detail(request, project, number: int):
     version = _version_or_404(project, number)
     stats = version.stats
+    min_eval_examples = curation_policy_get(project=project).min_eval_examples
     return render(
         request,
         "dashboard/dataset_detail.html",
@@ -202,6 +242,11 @@ def dataset_detail(request, project, number: int):
             "section": "datasets",
             "version": version,
             "preference_pairs": _preference_pairs(version),
+            "eval_warning": dataset_version_eval_shortfall(
+                version=version, min_eval_examples=min_eval_examples
+            ),
+            "pii_scrubbed": _labelled_counts(stats.get("pii_scrubbed", {}), PII_KIND_LABELS),
+            "identical_pairs_dropped": stats.get("identical_pairs_dropped"),
             "signals": _labelled_counts(stats.get("signals", {}), RECORD_SIGNAL_LABELS),
             "sources": _labelled_counts(stats.get("sources", {}), dict(Interaction.Source.choices)),
             "thumbs": _labelled_counts(
@@ -218,14 +263,18 @@ def dataset_detail(request, project, number: int):
 @project_view("viewer")
 @require_safe
 def dataset_download(request, project, number: int, export_format: str, split: str):
-    """One version as JSON lines, streamed so that a large dataset never sits in memory."""
-    if export_format not in EXPORT_FORMATS or split not in SPLITS:
-        raise Http404("No such format or split")
+    """One version as JSON lines or Parquet (`?file=parquet`), streamed so that a large
+    dataset never sits in memory."""
+    file_type = request.GET.get("file", "jsonl")
+    if export_format not in EXPORT_FORMATS or split not in SPLITS or file_type not in FILE_TYPES:
+        raise Http404("No such format, split or file type")
     version = _version_or_404(project, number)
-    response = StreamingHttpResponse(
-        dataset_export_lines(version=version, export_format=export_format, split=split),
-        content_type="application/x-ndjson; charset=utf-8",
-    )
-    filename = f"{project.slug}-dataset-v{version.number}-{export_format}-{split}.jsonl"
-    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    try:
+        export = dataset_export_file(
+            version=version, export_format=export_format, split=split, file_type=file_type
+        )
+    except EmptyExport as error:
+        raise Http404(str(error)) from error
+    response = StreamingHttpResponse(export.content, content_type=export.content_type)
+    response["Content-Disposition"] = f'attachment; filename="{export.filename}"'
     return response

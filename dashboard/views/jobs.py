@@ -20,12 +20,14 @@ from dashboard.selectors.jobs import (
     model_versions_to_evaluate,
 )
 from dashboard.views.access import project_view
+from flywheel.validation import CheckedFormMixin
 from retrain.evaluation import job as evaluation
 from retrain.index_refresh import job as index_refresh
 from retrain.jobs.lifecycle import InvalidJobParameters, job_cancel, job_create
 from retrain.models import Job
 from retrain.training import job as training
 from retrain.training import retriever_job
+from retrain.transitions import JobAlreadyUnfinished
 
 
 class JobFilterForm(forms.Form):
@@ -49,7 +51,7 @@ def _count_field(label: str, **options) -> forms.IntegerField:
     return forms.IntegerField(label=label, required=False, min_value=1, **options)
 
 
-class JobParametersForm(forms.Form):
+class JobParametersForm(CheckedFormMixin, forms.Form):
     """One kind's parameters. A field left empty is left out, so the kind's default applies;
     an unbound form starts from those defaults."""
 
@@ -98,7 +100,9 @@ class LoraTrainingForm(JobParametersForm):
         required=False, help_text="Queue an evaluation of the new candidate against production."
     )
     auto_promote = forms.BooleanField(
-        required=False, help_text="Promote the candidate if it passes the promotion gate."
+        required=False,
+        help_text="Promote the candidate if the promotion gate decides 'promote': better than "
+        "production by the policy's margin, on enough evaluation questions.",
     )
 
     def __init__(self, *args, **kwargs):
@@ -124,7 +128,9 @@ class EvaluationForm(JobParametersForm):
     max_examples = _count_field("Max examples per suite")
     max_new_tokens = _count_field("Max new tokens per answer")
     auto_promote = forms.BooleanField(
-        required=False, help_text="Promote the version if it passes the promotion gate."
+        required=False,
+        help_text="Promote the version if the promotion gate decides 'promote': better than "
+        "production by the policy's margin, on enough evaluation questions.",
     )
 
     def __init__(self, *args, **kwargs):
@@ -146,6 +152,10 @@ class EvaluationForm(JobParametersForm):
 
 class DatasetSnapshotForm(JobParametersForm):
     """A snapshot takes no parameters: it freezes whatever curation included."""
+
+
+class RecurationForm(JobParametersForm):
+    """A re-curation takes no parameters: the current curation policy decides."""
 
 
 class RetrieverTrainingForm(JobParametersForm):
@@ -176,6 +186,7 @@ PARAMETER_FORMS: dict[str, type[JobParametersForm]] = {
     Job.Kind.EVALUATION: EvaluationForm,
     Job.Kind.DATASET_SNAPSHOT: DatasetSnapshotForm,
     Job.Kind.RETRIEVER_TRAINING: RetrieverTrainingForm,
+    Job.Kind.RECURATION: RecurationForm,
 }
 KIND_DESCRIPTIONS = {
     Job.Kind.INDEX_REFRESH: "Rebuild the retrieval index from the current documents and the "
@@ -188,6 +199,8 @@ KIND_DESCRIPTIONS = {
     "made when nothing changed).",
     Job.Kind.RETRIEVER_TRAINING: "Fine-tune the embedding model on (question, passage) pairs "
     "from rated and reviewed answers; it becomes a candidate retriever.",
+    Job.Kind.RECURATION: "Curate every interaction with feedback again under the current "
+    "curation policy (one re-curation at a time).",
 }
 
 
@@ -258,7 +271,7 @@ def job_start(request, project):
                 parameters=form.job_parameters(),
                 triggered_by=request.user,
             )
-        except InvalidJobParameters as error:
+        except (InvalidJobParameters, JobAlreadyUnfinished) as error:
             form.add_error(None, str(error))
         else:
             messages.success(request, f"Queued job #{job.pk}: {job.get_kind_display()}.")
@@ -313,7 +326,7 @@ def job_cancel_request(request, project, job_id: int):
     if job.is_finished:
         messages.warning(request, f"Job #{job.pk} had already finished ({job.state}).")
     else:
-        job = job_cancel(job=job)
+        job = job_cancel(job=job, by=f"{request.user.get_username()} from the dashboard")
         if job.state == Job.State.CANCELLED:
             messages.success(request, f"Cancelled job #{job.pk} before it started.")
         else:

@@ -22,6 +22,7 @@ from flywheel.services.chat import (
     chat_prepare,
     default_retrieval_options,
 )
+from flywheel.validation import CheckedFormMixin
 
 # Session entries, by project id.
 DEMO_KEYS_SESSION = "widget_demo_public_keys"
@@ -30,7 +31,7 @@ CONVERSATIONS_SESSION = "widget_demo_conversations"
 CONVERSATION_TURNS = 10
 
 
-class QuestionForm(forms.Form):
+class QuestionForm(CheckedFormMixin, forms.Form):
     question = forms.CharField(max_length=2000, strip=True)
 
 

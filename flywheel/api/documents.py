@@ -6,11 +6,12 @@ from flywheel.api.schemas import DocumentBatchIn, DocumentBatchOut, DocumentOut,
 from flywheel.selectors.documents import document_with_index_state
 from flywheel.services.documents import documents_upsert_and_enqueue
 
-router = Router(tags=["knowledge base"], auth=SecretKeyAuth())
+router = Router(tags=["knowledge base"])
 
 
 @router.post(
     "/documents",
+    auth=SecretKeyAuth(scope="log"),
     response={202: DocumentBatchOut, 400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 413: ErrorOut},
     summary="Add or update documents (batch)",
 )
@@ -34,6 +35,7 @@ def documents_add(request: ApiKeyRequest, payload: DocumentBatchIn):
 
 @router.get(
     "/documents/{document_id}",
+    auth=SecretKeyAuth(scope="read"),
     response={200: DocumentOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut},
     summary="A document and whether its current content is indexed",
 )

@@ -8,8 +8,12 @@ from flywheel.services.api_keys import (
 )
 from flywheel.services.documents import (
     DocumentUpsertResult,
+    FolderLoadReport,
+    document_delete,
+    document_ingest_file,
     document_upsert,
     documents_load_folder,
+    documents_load_folder_report,
     documents_upsert_and_enqueue,
 )
 from flywheel.services.housekeeping import expired_sessions_clear
@@ -25,14 +29,18 @@ __all__ = [
     "CreatedApiKey",
     "DemoBootstrapResult",
     "DocumentUpsertResult",
+    "FolderLoadReport",
     "admin_user_ensure",
     "api_key_create",
     "api_key_record_use",
     "api_key_revoke",
     "demo_bootstrap",
+    "document_delete",
     "document_index",
+    "document_ingest_file",
     "document_upsert",
     "documents_load_folder",
+    "documents_load_folder_report",
     "documents_upsert_and_enqueue",
     "expired_sessions_clear",
     "index_version_ensure_active",

@@ -1,9 +1,10 @@
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePath
 
 from django.db import transaction
 
-from flywheel.models import Document, Project
+from flywheel.document_files import DocumentNotReadable, document_file_read, markdown_title
+from flywheel.models import Document, Project, VerifiedAnswer
 from flywheel.services.verified_answers import verified_answers_mark_stale
 
 CONTENT_TYPE_BY_SUFFIX = {
@@ -89,30 +90,81 @@ def documents_upsert_and_enqueue(
 
 
 def _title_from_text(*, path: Path, content: str) -> str:
-    for line in content.splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            return stripped.lstrip("#").strip() or path.stem
-        if stripped:
-            break
-    return path.stem.replace("-", " ").replace("_", " ").strip().capitalize()
+    return markdown_title(name=path.name, content=content)
 
 
-def documents_load_folder(*, project: Project, folder: Path) -> list[DocumentUpsertResult]:
-    """Add every text, Markdown and HTML file under `folder`; the relative path is the URI."""
-    results = []
+@dataclass(frozen=True)
+class SkippedFile:
+    path: str  # relative to the folder
+    reason: str
+
+
+@dataclass(frozen=True)
+class FolderLoadReport:
+    results: list[DocumentUpsertResult]
+    skipped: list[SkippedFile]
+
+
+def documents_load_folder_report(*, project: Project, folder: Path) -> FolderLoadReport:
+    """Add every readable file under `folder` (see flywheel.document_files); the relative
+    path is the URI. Files that cannot become documents are listed with the reason; hidden
+    files and folders (a `.git`, editor backups) are passed over without a word."""
+    results, skipped = [], []
     for path in sorted(folder.rglob("*")):
-        content_type = CONTENT_TYPE_BY_SUFFIX.get(path.suffix.lower())
-        if not path.is_file() or content_type is None:
+        relative = path.relative_to(folder)
+        if not path.is_file() or any(part.startswith(".") for part in relative.parts):
             continue
-        content = path.read_text(encoding="utf-8")
+        try:
+            read = document_file_read(name=path.name, data=path.read_bytes())
+        except (DocumentNotReadable, OSError) as error:
+            skipped.append(SkippedFile(path=relative.as_posix(), reason=str(error)))
+            continue
         results.append(
             document_upsert(
                 project=project,
-                source_uri=path.relative_to(folder).as_posix(),
-                title=_title_from_text(path=path, content=content),
-                content=content,
-                content_type=content_type,
+                source_uri=relative.as_posix(),
+                title=read.title,
+                content=read.content,
+                content_type=read.content_type,
             )
         )
-    return results
+    return FolderLoadReport(results=results, skipped=skipped)
+
+
+def documents_load_folder(*, project: Project, folder: Path) -> list[DocumentUpsertResult]:
+    """What `documents_load_folder_report` stored, for callers with no use for the skips."""
+    return documents_load_folder_report(project=project, folder=folder).results
+
+
+def document_ingest_file(*, project: Project, name: str, data: bytes) -> DocumentUpsertResult:
+    """Store an uploaded file as a document (its file name is the source URI, so uploading
+    it again replaces it) and queue its indexing once committed. Raises DocumentNotReadable."""
+    from flywheel.tasks.indexing import document_index
+
+    read = document_file_read(name=name, data=data)
+    with transaction.atomic():
+        result = document_upsert(
+            project=project,
+            source_uri=PurePath(name).name,
+            title=read.title,
+            content=read.content,
+            content_type=read.content_type,
+        )
+        if result.needs_indexing:
+            document_index.delay_on_commit(result.document.pk)
+    return result
+
+
+def document_delete(*, document: Document) -> None:
+    """Remove a document and its passages from every index version; the verified answers
+    that rest on it are no longer served until a reviewer looks at them again."""
+    with transaction.atomic():
+        VerifiedAnswer.objects.filter(
+            project=document.project_id,
+            status=VerifiedAnswer.Status.ACTIVE,
+            source_documents__has_key=str(document.pk),
+        ).update(
+            status=VerifiedAnswer.Status.STALE,
+            status_reason=f"document {document.pk} ({document.source_uri[:200]}) was deleted",
+        )
+        document.delete()

@@ -1,6 +1,8 @@
 """Build a new index version from the current documents and the approved corrections:
 passages whose text is unchanged keep their vectors, only new ones are embedded."""
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -32,6 +34,28 @@ def faq_passage(entry: CorrectionEntry) -> str:
     return f"Question: {entry.question}\nAnswer: {entry.answer}"
 
 
+class IndexUnchanged(Exception):
+    """The documents, corrections, retriever and chunking are those the active version (or a
+    ready one awaiting activation) was built from: a new version would be a copy of it."""
+
+    def __init__(self, version: IndexVersion):
+        super().__init__(f"nothing changed since index v{version.number}")
+        self.version = version
+
+
+def index_sources_fingerprint(
+    *, documents: list[Document], corrections: list[CorrectionEntry], model: str, chunking: dict
+) -> str:
+    """What a version is built from, as one hash: equal inputs build equal versions."""
+    sources = {
+        "model": model,
+        "chunking": chunking,
+        "documents": [[d.pk, d.title, d.content_type, d.content_hash] for d in documents],
+        "corrections": [[c.review_id, c.question, c.answer] for c in corrections],
+    }
+    return hashlib.sha256(json.dumps(sources, sort_keys=True).encode()).hexdigest()
+
+
 def index_version_build(
     *,
     project: Project,
@@ -43,10 +67,27 @@ def index_version_build(
     """Build a new, ready (not yet active) version from every current document and the given
     approved corrections (as FAQ chunks), embedded by the production retriever (the bundled
     model when none is promoted). Passages whose text and embedding model are unchanged reuse
-    their stored vectors; only new passages are embedded."""
+    their stored vectors; only new passages are embedded. Raises IndexUnchanged, building
+    nothing, when the active or a ready version was built from the same inputs."""
     options = chunking_options_from_settings()
     retriever = embedding_model_version_production(project=project)
     model = retriever.path if retriever is not None else embedding_model_name()
+    documents = list(Document.objects.filter(project=project).order_by("pk"))
+    fingerprint = index_sources_fingerprint(
+        documents=documents, corrections=corrections, model=model, chunking=options.as_dict()
+    )
+    # The active version, or a ready one built since and not yet activated.
+    same = (
+        IndexVersion.objects.filter(
+            project=project,
+            status__in=[IndexVersion.Status.ACTIVE, IndexVersion.Status.READY],
+            stats__sources_fingerprint=fingerprint,
+        )
+        .order_by("-number")
+        .first()
+    )
+    if same is not None:
+        raise IndexUnchanged(same)
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)
         latest = IndexVersion.objects.filter(project=project).aggregate(Max("number"))
@@ -62,7 +103,6 @@ def index_version_build(
         )
     if on_created:
         on_created(version)
-    documents = list(Document.objects.filter(project=project).order_by("pk"))
     reused = embedded = 0
     total = len(documents) + 1
     for number, document in enumerate(documents, start=1):
@@ -112,6 +152,7 @@ def index_version_build(
         "chunks": version.chunks.count(),
         "embeddings_reused": reused,
         "embeddings_computed": embedded,
+        "sources_fingerprint": fingerprint,
     }
     version.save(update_fields=["status", "stats", "updated_at"])
     # Every document's current content is now indexed (in this version).

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from flywheel.models import Project
 from retrain.models import Job
+from retrain.transitions import JobAlreadyUnfinished
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +85,30 @@ class JobTask(Protocol):
 
 # kind -> the function that validates and normalises its parameters
 _PARAMETER_VALIDATORS: dict[str, Callable[[dict], dict]] = {}
+# kind -> a check of its normalised parameters against the project's data, for the kinds
+# whose parameters can be wrong for one project and right for another
+_PROJECT_CHECKS: dict[str, Callable[[Project, dict], None]] = {}
 # kind -> the Celery task that runs it
 _TASKS: dict[str, JobTask] = {}
+# Kinds of which a project runs one at a time: a second one would redo the same work.
+_ONE_AT_A_TIME: set[str] = set()
+UNFINISHED = (State.QUEUED, State.RUNNING)
 
 
-def register_job_kind(kind: str, *, task: JobTask, validate: Callable[[dict], dict]) -> None:
+def register_job_kind(
+    kind: str,
+    *,
+    task: JobTask,
+    validate: Callable[[dict], dict],
+    check_for_project: Callable[[Project, dict], None] | None = None,
+    one_at_a_time: bool = False,
+) -> None:
     _TASKS[kind] = task
     _PARAMETER_VALIDATORS[kind] = validate
+    if one_at_a_time:
+        _ONE_AT_A_TIME.add(kind)
+    if check_for_project is not None:
+        _PROJECT_CHECKS[kind] = check_for_project
 
 
 def job_create(
@@ -102,37 +120,70 @@ def job_create(
     triggered_by=None,
     parent: Job | None = None,
 ) -> Job:
-    """Create a queued job and enqueue it once the transaction commits."""
+    """Create a queued job and enqueue it once the transaction commits. Raises
+    InvalidJobParameters, and JobAlreadyUnfinished for a kind a project runs one at a time."""
     if kind not in _TASKS:
         raise InvalidJobParameters(f"unknown job kind {kind!r}")
-    normalised = _PARAMETER_VALIDATORS[kind](dict(parameters or {}))
-    job = Job.objects.create(
-        project=project,
-        kind=kind,
-        trigger=trigger,
-        parameters=normalised,
-        triggered_by=triggered_by,
-        parent=parent,
-    )
+    # Imported here: the parameter checks import this module's InvalidJobParameters.
+    from retrain.jobs.parameters import check_parameters
+
+    normalised = _PARAMETER_VALIDATORS[kind](check_parameters(dict(parameters or {})))
+    if kind in _PROJECT_CHECKS:
+        _PROJECT_CHECKS[kind](project, normalised)
+    with transaction.atomic():
+        if kind in _ONE_AT_A_TIME:
+            _refuse_a_second(project=project, kind=kind)
+        job = Job.objects.create(
+            project=project,
+            kind=kind,
+            trigger=trigger,
+            parameters=normalised,
+            triggered_by=triggered_by,
+            parent=parent,
+        )
     _TASKS[kind].delay_on_commit(job.pk)
     return job
+
+
+def _refuse_a_second(*, project: Project, kind: str) -> None:
+    """Raise JobAlreadyUnfinished when a job of `kind` is queued or running in `project`.
+    Holds the project's row until the caller's transaction ends, so that two requests at
+    once take turns and the second sees the first's job."""
+    Project.objects.select_for_update().get(pk=project.pk)
+    unfinished = (
+        Job.objects.filter(project=project, kind=kind, state__in=UNFINISHED)
+        .order_by("created_at")
+        .first()
+    )
+    if unfinished is not None:
+        raise JobAlreadyUnfinished(
+            f"A {unfinished.get_kind_display().lower()} of this project is already "
+            f"{unfinished.state} (job {unfinished.pk}); it covers this request too."
+        )
 
 
 def job_enqueue(*, job: Job) -> None:
     _TASKS[job.kind].delay(job.pk)
 
 
-def job_cancel(*, job: Job) -> Job:
-    """A queued job is cancelled at once; a running one stops at its next step."""
+def job_cancel(*, job: Job, by: str = "") -> Job:
+    """A queued job is cancelled at once; a running one stops at its next step (or between
+    two batches of a long step). `by` says who asked ("alice from the dashboard"); the
+    cancelled job's message keeps it, for whoever wonders why it stopped."""
     with transaction.atomic():
         job = Job.objects.select_for_update().get(pk=job.pk)
         if job.state == State.QUEUED:
             job.state, job.finished_at = State.CANCELLED, timezone.now()
-            job.progress_message = "Cancelled before it started."
+            job.progress_message = _cancelled_message(by, "before it started")
         elif job.state == State.RUNNING:
             job.cancel_requested = True
+            job.metrics = {**job.metrics, "cancelled_by": by}
         job.save()
     return job
+
+
+def _cancelled_message(by: str, when: str) -> str:
+    return f"Cancelled {when}" + (f", by {by}." if by else ".")
 
 
 class _Heartbeat(threading.Thread):
@@ -200,7 +251,10 @@ def job_run(*, job_id: int, handler: Callable[[Job, JobContext], None]) -> str |
     if final_state == State.SUCCEEDED:
         updates["progress"] = 100
     if final_state == State.CANCELLED:
-        updates["progress_message"] = "Cancelled."
+        stopped = Job.objects.only("progress", "metrics").get(pk=job.pk)
+        updates["progress_message"] = _cancelled_message(
+            stopped.metrics.get("cancelled_by", ""), f"at {stopped.progress}%"
+        )
     Job.objects.filter(pk=job.pk).update(**updates)
     return final_state
 

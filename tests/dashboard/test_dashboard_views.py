@@ -15,6 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from dashboard.selectors.interactions import InteractionCursor
+from dashboard.selectors.overview import NO_INDEX_LABEL
 from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
 from flywheel.models import ApiKey, Interaction
@@ -278,6 +279,29 @@ def test_the_overview_counts_a_known_data_set_per_day_and_per_model(
     page = response.content.decode()
     assert 'id="overview-data"' in page
     assert page.count("<canvas") == 4
+
+
+@pytest.mark.django_db
+def test_the_overview_breaks_feedback_down_per_index_version(client, project):
+    _login(client, project, "viewer")
+    index = index_version_ensure_active(project=project)
+    retrieved, logged = _log(project, {"question": "Retrieved?"}, {"question": "Logged?"})
+    Interaction.objects.filter(pk=retrieved.pk).update(index_version=index)
+    _rate(retrieved, thumb="up")
+    _rate(logged, thumb="down")
+
+    response = client.get(_url("overview", project))
+
+    per_index = {series.label: series.totals for series in response.context["overview"].per_index}
+    assert set(per_index) == {f"index v{index.number}", NO_INDEX_LABEL}
+    assert (
+        per_index[f"index v{index.number}"].interactions,
+        per_index[NO_INDEX_LABEL].interactions,
+    ) == (1, 1)
+    assert per_index[f"index v{index.number}"].satisfaction_percent == 100.0
+    assert per_index[NO_INDEX_LABEL].satisfaction_percent == 0.0
+    page = response.content.decode()
+    assert "Per index version" in page and f"index v{index.number}" in page
 
 
 @pytest.mark.django_db

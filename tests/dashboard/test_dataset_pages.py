@@ -10,12 +10,13 @@ from django.test import Client
 from django.urls import reverse
 
 from dashboard.views import policy as policy_views
+from feedback.models import ProjectMembership
 from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
 from flywheel.models import Interaction
 from retrain.curation.policy import curation_policy_get
 from retrain.datasets.snapshot import dataset_snapshot
-from retrain.models import CurationPolicy, DatasetVersion, InstructionExample
+from retrain.models import CurationPolicy, DatasetVersion, InstructionExample, Job
 from tests.conftest import user_with_role
 from tests.factories import ProjectFactory, curate, served
 
@@ -211,8 +212,10 @@ def _policy_form(project, **changes) -> dict:
     form = policy_views.CurationPolicyForm(instance=policy)
     data = {}
     for name, field in form.fields.items():
-        value = form.initial.get(name)
-        if field.widget.input_type == "checkbox":
+        value = form.initial.get(name, field.initial)
+        if isinstance(value, list):  # a group of checkboxes: the ticked ones' values
+            data[name] = value
+        elif field.widget.input_type == "checkbox":
             if value:
                 data[name] = "on"
         else:
@@ -317,48 +320,23 @@ def _rated_but_not_curated(project, *questions: str) -> list[Interaction]:
 
 
 @pytest.mark.django_db
-def test_re_curating_makes_examples_of_all_feedback_and_says_how_many(client, project):
-    interactions = _rated_but_not_curated(project, "How do I get a refund?", "Which plans?")
-    served(project, "Nobody rated this")
-    _login(client, project, "admin")
+def test_re_curating_queues_one_job_and_a_second_press_is_refused(client, project):
+    _rated_but_not_curated(project, "How do I get a refund?", "Which plans?")
+    admin = _login(client, project, "admin")
 
-    response = client.post(_url("policy_recurate", project), follow=True)
+    queued = client.post(_url("policy_recurate", project), follow=True)
+    again = client.post(_url("policy_recurate", project), follow=True)
 
-    examples = InstructionExample.objects.filter(project=project)
-    assert {example.interaction_id for example in examples} == {i.pk for i in interactions}
-    assert _messages(response) == ["Re-curated 2 interactions with feedback (2 included)."]
-
-
-@pytest.mark.django_db
-def test_re_curating_applies_a_changed_policy_to_existing_examples(client, rated_project):
-    _login(client, rated_project, "admin")
-    data = _policy_form(rated_project, include_thumbs_up=False)
-    client.post(_url("policy", rated_project), data)
-
-    client.post(_url("policy_recurate", rated_project))
-
-    status = dict(InstructionExample.objects.values_list("interaction__query_text", "status"))
-    assert status["How do I share a shelf?"] == "excluded"
-    assert status["Can I work offline?"] == status["What does Canopy cost?"] == "included"
-
-
-@pytest.mark.django_db
-def test_re_curating_goes_on_where_the_last_press_stopped(client, project, monkeypatch):
-    monkeypatch.setattr(policy_views, "RECURATE_INLINE_LIMIT", 1)
-    first, second = _rated_but_not_curated(project, "How do I get a refund?", "Which plans?")
-    _login(client, project, "admin")
-
-    stopped = client.post(_url("policy_recurate", project), follow=True)
-    curated_first = set(InstructionExample.objects.values_list("interaction_id", flat=True))
-    client.post(_url("policy_recurate", project))
-
-    assert curated_first == {first.pk}
-    assert "1 more were left for later" in _messages(stopped)[0]
-    assert f"manage.py curate --project {project.slug}" in _messages(stopped)[0]
-    assert set(InstructionExample.objects.values_list("interaction_id", flat=True)) == {
-        first.pk,
-        second.pk,
-    }
+    (job,) = Job.objects.filter(project=project, kind=Job.Kind.RECURATION)
+    assert (job.state, job.trigger, job.triggered_by) == ("queued", "dashboard", admin)
+    assert "Re-curation queued as" in _messages(queued)[0]
+    assert "2 interactions with feedback" in _messages(queued)[0]
+    assert _url("job_detail", project, job.pk) in queued.content.decode()
+    assert _messages(again) == [
+        f"A re-curation of this project is already queued (job {job.pk}); it covers this "
+        "request too."
+    ]
+    assert not InstructionExample.objects.filter(project=project).exists(), "not in the request"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +417,8 @@ def test_the_detail_shows_counts_stats_policy_and_samples(client, version):
     for export_format in ("chat", "alpaca", "dpo"):
         for split in ("train", "eval", "all"):
             url = _url("dataset_download", project, version.number, export_format, split)
-            assert f'href="{url}"' in page
+            has_rows = _expected_rows(version, export_format, split) > 0
+            assert (f'href="{url}"' in page) == has_rows, "a split without rows has no file"
 
 
 @pytest.mark.django_db
@@ -500,7 +479,7 @@ def test_user_text_is_shown_as_text_everywhere(client, version):
 
 EXPECTED_KEYS = {
     "chat": {"messages"},
-    "alpaca": {"instruction", "input", "output"},
+    "alpaca": {"instruction", "input", "output", "system"},
     "dpo": {"prompt", "chosen", "rejected"},
 }
 
@@ -521,6 +500,9 @@ def test_downloads_are_json_lines_of_the_format_and_split(client, version, expor
         _url("dataset_download", version.project, version.number, export_format, split)
     )
 
+    if _expected_rows(version, export_format, split) == 0:
+        assert response.status_code == 404, "an empty split has no file"
+        return
     rows = [json.loads(line) for line in b"".join(response.streaming_content).splitlines()]
     assert response["Content-Type"].startswith("application/x-ndjson")
     assert response["Content-Disposition"] == (
@@ -536,7 +518,175 @@ def test_all_rows_are_train_and_eval_together(client, version):
 
     def rows(export_format, split):
         url = _url("dataset_download", version.project, version.number, export_format, split)
-        return b"".join(client.get(url).streaming_content).decode().splitlines()
+        response = client.get(url)
+        if response.status_code == 404:  # a split without rows has no file
+            return []
+        return b"".join(response.streaming_content).decode().splitlines()
 
     assert sorted(rows("chat", "all")) == sorted(rows("chat", "train") + rows("chat", "eval"))
     assert len(rows("chat", "all")) == 4 and len(rows("dpo", "all")) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# The eval split against the gate's minimum, PII per source, and what scrubbing did
+
+
+@pytest.mark.django_db
+def test_a_version_whose_eval_split_is_below_the_gate_minimum_says_so(client, version):
+    project = version.project
+    CurationPolicy.objects.filter(project=project).update(
+        min_eval_examples=version.counts["eval"] + 1
+    )
+    _login(client, project, "viewer")
+
+    detail = client.get(_url("dataset_detail", project, version.number)).content.decode()
+    listing = client.get(_url("datasets", project)).content.decode()
+    CurationPolicy.objects.filter(project=project).update(min_eval_examples=version.counts["eval"])
+    enough = client.get(_url("dataset_detail", project, version.number)).content.decode()
+
+    warning = (
+        f"The eval split holds {version.counts['eval']} example"
+        if version.counts["eval"] == 1
+        else f"The eval split holds {version.counts['eval']} examples"
+    )
+    assert warning in detail and "evaluate=true is refused" in detail
+    assert f"below the gate's {version.counts['eval'] + 1}" in listing
+    assert 'id="eval-warning"' not in enough
+
+
+@pytest.mark.django_db
+def test_the_snapshot_button_warns_when_the_eval_split_cannot_feed_the_gate(client, rated_project):
+    _login(client, rated_project, "admin")
+
+    response = client.post(_url("dataset_snapshot", rated_project), follow=True)
+
+    version = DatasetVersion.objects.get(project=rated_project)
+    assert version.counts["eval"] < curation_policy_get(project=rated_project).min_eval_examples
+    assert any("fewer than the 30 the promotion gate needs" in m for m in _messages(response))
+
+
+@pytest.mark.django_db
+def test_the_policy_page_chooses_pii_kinds_per_source(client, project):
+    _login(client, project, "admin")
+    page = client.get(_url("policy", project)).content.decode()
+    data = _policy_form(
+        project,
+        pii_user_messages=["EMAIL", "IP_ADDRESS"],
+        pii_model_answers=["SECRET", "EMAIL"],
+        pii_corrections=[],
+        scrub_private_ips=True,
+    )
+
+    response = client.post(_url("policy", project), data, follow=True)
+
+    for label in (
+        "Scrubbed in end-user messages",
+        "Scrubbed in model answers",
+        "Scrubbed in corrections",
+        "Scrub private IP addresses too",
+    ):
+        assert label in page
+    assert any("Curation policy saved" in message for message in _messages(response))
+    policy = curation_policy_get(project=project)
+    assert policy.pii_entities == {
+        "user_messages": ["EMAIL", "IP_ADDRESS"],
+        "model_answers": ["EMAIL", "SECRET"],
+        "corrections": [],
+    }
+    assert policy.scrub_private_ips is True
+
+
+@pytest.mark.django_db
+def test_an_unknown_pii_kind_is_refused_with_a_message(client, project):
+    _login(client, project, "admin")
+    curation_policy_get(project=project)
+    stored = CurationPolicy.objects.values().get(project=project)
+
+    response = client.post(
+        _url("policy", project), _policy_form(project, pii_corrections=["EMAIL", "NAME"])
+    )
+
+    assert response.status_code == 200
+    assert "NAME is not one of the available choices" in " ".join(
+        response.context["form"].errors["pii_corrections"]
+    )
+    assert CurationPolicy.objects.values().get(project=project) == stored
+
+
+@pytest.mark.django_db
+def test_the_detail_shows_what_scrubbing_replaced_and_the_pii_kinds_per_source(client, project):
+    asked = served(project, "I'm jo@example.com on 203.0.113.9 and 10.0.0.4", "Noted.")
+    _thumbs_up(asked)
+    curate(project, asked)
+    version, _ = dataset_snapshot(project=project, trigger=DatasetVersion.Trigger.COMMAND)
+    _login(client, project, "viewer")
+
+    response = client.get(_url("dataset_detail", project, version.number))
+
+    assert dict(response.context["pii_scrubbed"]) == {
+        "E-mail addresses": 1,
+        "IP addresses": 1,
+    }
+    assert response.context["identical_pairs_dropped"] == 0
+    privacy = dict(dict(response.context["policy_sections"])["Privacy"])
+    assert privacy["Scrubbed in model answers"] == "EMAIL, PHONE, CREDIT_CARD, IBAN, SECRET"
+    assert privacy["Scrub private IP addresses too"] is False
+    assert "10.0.0.4" in response.content.decode(), "a private address is kept"
+
+
+def test_an_admin_chooses_pii_kinds_per_source_in_the_browser(signed_in_page, live_server, project):
+    ProjectMembership.objects.filter(project=project).update(role="admin")
+    page = signed_in_page
+    policy_url = f"{live_server.url}{_url('policy', project)}"
+    page.goto(policy_url)
+
+    def checkbox(source: str, kind: str):
+        return page.locator(f"input[name=pii_{source}][value={kind}]")
+
+    assert checkbox("user_messages", "IP_ADDRESS").is_checked()
+    assert not checkbox("model_answers", "IP_ADDRESS").is_checked()
+    checkbox("user_messages", "PHONE").uncheck()
+    checkbox("corrections", "IP_ADDRESS").check()
+    page.get_by_label("Scrub private IP addresses too").check()
+    page.get_by_role("button", name="Save policy").click()
+    page.get_by_text("Curation policy saved").wait_for()
+
+    policy = curation_policy_get(project=project)
+    assert "PHONE" not in policy.pii_entities["user_messages"]
+    assert policy.pii_entities["corrections"] == [
+        "EMAIL",
+        "PHONE",
+        "CREDIT_CARD",
+        "IBAN",
+        "IP_ADDRESS",
+        "SECRET",
+    ]
+    assert policy.scrub_private_ips is True
+    page.goto(policy_url)
+    assert not checkbox("user_messages", "PHONE").is_checked()
+    assert checkbox("corrections", "IP_ADDRESS").is_checked()
+    assert page.problems == []
+
+
+@pytest.mark.django_db
+def test_starting_training_with_evaluation_on_a_too_small_eval_split_is_a_form_error(
+    client, version
+):
+    project = version.project
+    _login(client, project, "admin")
+    needed = curation_policy_get(project=project).min_eval_examples
+
+    response = client.post(
+        _url("job_start", project),
+        {
+            "kind": "lora_training",
+            "lora_training-dataset_version": str(version.number),
+            "lora_training-evaluate": "on",
+        },
+    )
+
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert f"Dataset v{version.number}: The eval split holds" in page
+    assert f"fewer than the {needed} the promotion gate needs" in page
+    assert not Job.objects.filter(project=project, kind=Job.Kind.LORA_TRAINING).exists()

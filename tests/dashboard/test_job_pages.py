@@ -15,7 +15,7 @@ from dashboard.selectors.jobs import LOSS_POINTS_SHOWN, loss_curve_thinned
 from feedback.models import Review
 from feedback.services.reviews import review_submit
 from flywheel.models import EMBEDDING_DIMENSIONS, Chunk, IndexVersion, Interaction, ModelVersion
-from retrain.models import DatasetVersion, Job
+from retrain.models import CurationPolicy, DatasetVersion, Job
 from retrain.promotion import model_version_promote
 from tests.conftest import user_with_role
 from tests.factories import ProjectFactory
@@ -310,6 +310,8 @@ def test_a_training_job_takes_the_fields_set_and_the_defaults_of_those_left_empt
     client, project, admin
 ):
     _dataset_version(project, 1)
+    # Its one eval example is all the gate needs here, so evaluate=true is accepted.
+    CurationPolicy.objects.update_or_create(project=project, defaults={"min_eval_examples": 1})
 
     _start(
         client,
@@ -388,6 +390,8 @@ def test_an_evaluation_and_a_snapshot_start_from_the_dashboard(
         ("retriever_training", {"learning_rate": "nan"}, "learning_rate", "Enter a number"),
         ("retriever_training", {"epochs": "inf"}, "epochs", "Enter a number"),
         ("retriever_training", {"eval_fraction": "0.95"}, "eval_fraction", "less than or equal"),
+        # Beyond what PostgreSQL's bigint holds: refused by the field, never sent to the job.
+        ("retriever_training", {"batch_size": "99999999999999999999"}, "batch_size", "less than"),
     ],
 )
 def test_values_the_form_refuses_create_no_job(
@@ -411,7 +415,6 @@ def test_values_the_form_refuses_create_no_job(
         ("lora_training", {"r": "5000"}, "r: must be an integer from 1 to 1024"),
         ("lora_training", {"learning_rate": "2"}, "learning_rate: must be a number"),
         ("evaluation", {"max_new_tokens": "5000"}, "max_new_tokens must be an integer"),
-        ("retriever_training", {"batch_size": "99999999999999999999"}, "batch_size"),
     ],
 )
 def test_values_the_job_kind_refuses_are_shown_as_a_form_error(
@@ -514,6 +517,38 @@ def test_the_progress_partial_polls_while_the_job_runs_and_stops_once_it_is_fini
 
 
 @pytest.mark.django_db
+def test_a_running_job_shows_its_time_left_and_throughput(client, project):
+    _login(client, project, "viewer")
+    training = _job(
+        project,
+        state=Job.State.RUNNING,
+        progress=40,
+        started_at=timezone.now() - timedelta(minutes=4),
+        metrics={
+            "pace": {"steps_per_second": 0.5, "tokens_per_second": 812.4, "seconds_left": 240}
+        },
+    )
+    # No measured pace: the elapsed 20 s for 25 % stretch to 60 s more.
+    snapshot = _job(
+        project,
+        kind=Job.Kind.DATASET_SNAPSHOT,
+        state=Job.State.RUNNING,
+        progress=25,
+        started_at=timezone.now() - timedelta(seconds=20),
+    )
+
+    training_page = client.get(_url("job_progress", project, training.pk)).content.decode()
+    snapshot_page = client.get(_url("job_progress", project, snapshot.pk)).content.decode()
+    Job.objects.filter(pk=training.pk).update(state=Job.State.SUCCEEDED, progress=100)
+    finished_page = client.get(_url("job_progress", project, training.pk)).content.decode()
+
+    assert "about 4 min left · 0.50 steps/s · 812 tokens/s" in training_page
+    # At least 60 s: more by three times however long the test took to get here.
+    assert 60 <= int(re.search(r"about (\d+) s left", snapshot_page).group(1)) < 90
+    assert "left" not in finished_page.split('class="job-message"')[0]
+
+
+@pytest.mark.django_db
 def test_a_training_jobs_page_carries_its_loss_curve_for_the_chart(client, project):
     _login(client, project, "viewer")
     curve = [{"step": 1, "loss": 2.5}, {"step": 2, "loss": 2.1}, {"step": 3, "loss": 1.8}]
@@ -538,68 +573,104 @@ def test_a_long_loss_curve_is_thinned_but_keeps_its_last_step():
     assert loss_curve_thinned(curve[:10]) == curve[:10]
 
 
+def _scored(answer: str, f1: float, rouge: float, judge: float | None = None) -> dict:
+    return {"answer": answer, "token_f1": f1, "rouge_l": rouge, "judge": judge}
+
+
 @pytest.mark.django_db
-def test_an_evaluation_shows_candidate_and_production_side_by_side_with_the_gate(client, project):
+def test_an_evaluation_shows_the_gate_the_suites_and_every_answer_side_by_side(client, project):
     _login(client, project, "viewer")
     candidate = _model_version(project, "lora-5")
-    sample = {"question": "How long is the bin kept?", "reference": "30 days."}
     suites = {
         "eval_split": {
-            "candidate": {
-                "eval_loss": 1.25,
-                "token_f1": 0.61,
-                "rouge_l": 0.58,
-                "examples": 12,
-                "samples": [{**sample, "prediction": "Thirty days."}],
-            },
-            "production": {
-                "eval_loss": 1.75,
-                "token_f1": 0.42,
-                "rouge_l": 0.44,
-                "examples": 12,
-                "samples": [{**sample, "prediction": "A week."}],
-            },
+            "candidate": {"token_f1": 0.61, "rouge_l": 0.58, "eval_loss": 1.25, "examples": 2},
+            "production": {"token_f1": 0.42, "rouge_l": 0.44, "eval_loss": 1.75, "examples": 2},
         }
     }
+    examples = [
+        {
+            "suite": "eval_split",
+            "question": "How long is the bin kept?",
+            "reference": "30 days.",
+            "sources": ["retention.md", "offline.md"],
+            "candidate": {**_scored("Thirty days.", 0.5, 0.5, 1.0), "judge_reply": "5"},
+            "production": {**_scored("A week.", 0.0, 0.0, 0.25), "judge_reply": "Grade: 2"},
+        },
+        {
+            "suite": "eval_split",
+            "question": "What is " + XSS,
+            "reference": "Nothing.",
+            "sources": None,
+            "candidate": _scored("I cannot say.", 0.72, 0.66),
+            "production": _scored(XSS, 0.84, 0.88),
+        },
+    ]
     gate = {
-        "passed": True,
-        "metric": "eval_loss",
-        "candidate": 1.25,
-        "production": 1.75,
-        "improvement": 0.2857,
+        "decision": "insufficient_evidence",
+        "metric": "token_f1",
+        "n": 2,
+        "min_examples": 30,
         "margin": 0.01,
-        "reason": "candidate eval_loss 1.2500 beats production 1.7500",
+        "mean_difference": 0.19,
+        "interval": [-0.12, 0.5],
+        "confidence": 0.95,
+        "seed": 0,
+        "reason": "fewer than the 30 the policy requires; an admin decides",
     }
+    judge = {"base_url": "http://judge/v1", "model": "judge-7b", "rubric": "Grade 1 to 5."}
     job = _job(
         project,
         Job.Kind.EVALUATION,
         state=Job.State.SUCCEEDED,
         model_version=candidate,
-        metrics={"candidate": "lora-5", "production": "base", "suites": suites, "gate": gate},
+        metrics={
+            "candidate": "lora-5",
+            "production": "base",
+            "index_version": 3,
+            "judge": judge,
+            "suites": suites,
+            "examples": examples,
+            "gate": gate,
+        },
     )
 
     response = client.get(_url("job_detail", project, job.pk))
 
     report = response.context["detail"].evaluation
     (suite,) = report.suites
-    loss, f1, rouge, examples = suite.metrics
-    assert (loss.candidate, loss.production, loss.better) == (1.25, 1.75, "candidate")
-    assert (f1.better, rouge.better, examples.better) == ("candidate", "candidate", "")
-    assert suite.samples[0].candidate == "Thirty days." and suite.samples[0].production == "A week."
-    assert report.gate.passed and round(report.gate.improvement_percent, 2) == 28.57
+    f1, rouge, judged, loss, count = suite.metrics
+    assert (f1.candidate, f1.production, f1.better) == (0.61, 0.42, "candidate")
+    assert rouge.better == "candidate"
+    assert (loss.better, judged.better, count.better) == ("candidate", "", "")
+    first, second = report.examples
+    assert (first.candidate.answer, first.production.answer) == ("Thirty days.", "A week.")
+    assert first.difference == 0.5 and second.difference == pytest.approx(-0.12)
+    assert first.candidate.scores == [("F1", 0.5), ("ROUGE-L", 0.5), ("judge", 1.0)]
+    assert report.gate.decision == "insufficient_evidence" and report.gate.interval == (-0.12, 0.5)
     page = response.content.decode()
     for text in [
         "Candidate: lora-5",
         "Production: base",
         "Promotion gate",
-        "passed",
-        "beats production 1.7500",
-        "28.6 %",
+        "insufficient evidence",
+        "2 (the policy needs 30)",
+        "[-0.1200, 0.5000]",
+        "seed 0",
+        "fewer than the 30 the policy requires",
+        "Questions (2)",
+        "index v3",
+        "judge-7b",
+        "Grade 1 to 5.",
+        "How long is the bin kept?",
         "Thirty days.",
         "A week.",
+        "judge: “Grade: 2”",
+        "2 passages: retention.md, offline.md",
+        "no retrieval",
         "0.61",
     ]:
         assert text in page, text
+    assert "<script>alert(1)" not in page and ESCAPED_XSS in page
     assert f"#model-{candidate.pk}" in page
 
 
@@ -704,13 +775,16 @@ def lineage(project):
     dataset = _dataset_version(project, 1)
     training = _job(project, state=Job.State.SUCCEEDED, dataset_version=dataset)
     gate = {
-        "passed": False,
+        "decision": "reject",
         "metric": "token_f1",
-        "candidate": 0.5,
-        "production": 0.52,
-        "improvement": -0.0385,
+        "n": 40,
+        "min_examples": 30,
         "margin": 0.01,
-        "reason": "does not beat",
+        "mean_difference": -0.0385,
+        "interval": [-0.061, -0.012],
+        "confidence": 0.95,
+        "seed": 0,
+        "reason": "the candidate is worse",
     }
     candidate = _model_version(
         project,
@@ -756,9 +830,9 @@ def test_the_versions_page_shows_each_model_versions_lineage_and_gate(client, pr
         _url("job_detail", project, lineage["training"].pk),
         f'href="#model-{lineage["base"].pk}"',
         "/var/artifacts/lora-1",
-        "not passed",
-        "token_f1: 0.5000 vs 0.5200",
-        "-3.9 %",
+        "reject",
+        "token_f1: -0.0385 [-0.0610, -0.0120] over n = 40",
+        "the candidate is worse",
         _url("job_detail", project, lineage["evaluation"].pk),
     ]:
         assert text in row, text
@@ -771,7 +845,7 @@ def test_promoting_a_candidate_retires_production_and_the_page_shows_it(
     url = _url("model_version_promote", project, lineage["candidate"].pk)
 
     confirmation = client.get(url)
-    response = client.post(url, follow=True)
+    response = client.post(url, {"reason": "Reads better on the support questions."}, follow=True)
 
     assert "Promote lora-1 to production?" in confirmation.content.decode()
     assert _status(lineage["candidate"]) == "production"
@@ -817,7 +891,7 @@ def test_switches_that_do_not_apply_are_refused_with_a_reason(client, project, a
 
 @pytest.mark.django_db
 def test_rolling_back_restores_the_previous_production_version(client, project, admin, lineage):
-    model_version_promote(version=lineage["candidate"])
+    model_version_promote(version=lineage["candidate"], reason="trying it")
     url = _url("model_version_rollback", project)
 
     confirmation = client.get(url).content.decode()
@@ -832,7 +906,7 @@ def test_rolling_back_restores_the_previous_production_version(client, project, 
 
 @pytest.mark.django_db
 def test_a_rollback_confirmed_for_another_target_is_refused(client, project, admin, lineage):
-    model_version_promote(version=lineage["candidate"])
+    model_version_promote(version=lineage["candidate"], reason="trying it")
     # The admin confirmed "roll back to lora-1" earlier; since then production changed.
     response = client.post(
         _url("model_version_rollback", project), {"target": lineage["candidate"].pk}, follow=True

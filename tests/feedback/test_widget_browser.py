@@ -5,22 +5,25 @@ live Django server, so every rating is a real cross-origin request with a CORS p
 """
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
-from feedback.models import Rating, RatingSource
+from feedback.models import Rating, RatingSource, RatingSubmission
 from flywheel.models import Interaction
 from flywheel.services import api_key_create
 from flywheel.services.interactions import interaction_record
-from tests.conftest import wait_for
+from tests.conftest import REPOSITORY_ROOT, wait_for
 from tests.factories import ProjectFactory
 
 DELIVERY_DEADLINE_SECONDS = 15
 SENT = "Thanks — rating sent"
+FOLLOW_UP_SENT = "Thanks — feedback added"
 SAVED_OFFLINE = "Saved offline, will send when back online"
 WILL_RETRY = "Saved, will send again shortly"
 # Host CSS that would hide or repaint every control the widget draws, were they in the page.
@@ -28,6 +31,9 @@ HOSTILE_CSS = """
 button, input, textarea, details, summary, label, form, p { display: none !important; }
 body { color: red !important; font-size: 4px !important; visibility: visible; }
 """
+SCREENSHOTS = Path(
+    os.environ.get("FLYWHEEL_SCREENSHOTS_DIR", REPOSITORY_ROOT / "var" / "screenshots")
+)
 
 
 @dataclass
@@ -117,7 +123,38 @@ def ratings_of(interaction) -> list[Rating]:
     return list(Rating.objects.filter(interaction=interaction))
 
 
-def test_a_keyboard_user_rates_an_answer_from_another_origin(
+def test_one_click_on_a_thumb_stores_the_rating(live_server, page, host_site, project, answer):
+    key = public_key_for(project, host_site.origin)
+    page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk])))
+    comment = page.get_by_label("Comment (optional)")
+    expect(comment).to_be_hidden()  # compact: one line under the answer until a thumb is chosen
+
+    page.get_by_role("button", name="Helpful", exact=True).click()
+
+    expect(page.get_by_role("status")).to_have_text(SENT)
+    [rating] = ratings_of(answer)
+    assert (rating.thumb, rating.comment, rating.source) == ("up", "", RatingSource.WIDGET)
+    expect(comment).to_be_visible()  # the follow-up opens, optional
+
+
+def test_the_thumbs_are_drawn_icons_not_emoji(live_server, page, host_site, project, answer):
+    key = public_key_for(project, host_site.origin)
+    page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk])))
+    helpful = page.get_by_role("button", name="Helpful", exact=True)
+    expect(helpful).to_be_visible()
+
+    icon = helpful.locator("svg path")
+    box = icon.bounding_box()
+    assert box and box["width"] > 8 and box["height"] > 8
+    assert helpful.text_content() == ""  # no emoji or other glyph that a font may lack
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.locator("flywheel-rating").screenshot(path=str(SCREENSHOTS / "widget_compact.png"))
+    helpful.click()
+    expect(page.get_by_role("status")).to_have_text(SENT)
+    page.locator("flywheel-rating").screenshot(path=str(SCREENSHOTS / "widget_follow_up.png"))
+
+
+def test_a_keyboard_user_rates_then_adds_a_comment_and_a_better_answer_to_the_same_rating(
     live_server, page, host_site, project, answer
 ):
     key = public_key_for(project, host_site.origin)
@@ -137,9 +174,16 @@ def test_a_keyboard_user_rates_an_answer_from_another_origin(
     page.keyboard.press("Space")
     expect(not_helpful).to_have_attribute("aria-pressed", "true")
     expect(helpful).to_have_attribute("aria-pressed", "false")
+    status = page.get_by_role("status")
+    expect(status).to_have_text(SENT)
+    first = Rating.objects.get(interaction=answer)
+    assert (first.thumb, first.comment) == ("down", "")
+
     page.keyboard.press("Tab")
     expect(page.get_by_label("Comment (optional)")).to_be_focused()
     page.keyboard.type("Too vague.")
+    page.keyboard.press("Tab")
+    expect(page.get_by_role("button", name="Send feedback")).to_be_focused()
     page.keyboard.press("Tab")
     expect(page.get_by_text("Suggest a better answer")).to_be_focused()
     page.keyboard.press("Enter")
@@ -147,12 +191,14 @@ def test_a_keyboard_user_rates_an_answer_from_another_origin(
     better_answer = page.get_by_label("A better answer")
     expect(better_answer).to_be_focused()
     page.keyboard.type("Thirty days, then they are deleted for good.")
-    page.keyboard.press("Tab")
+    page.keyboard.press("Shift+Tab")
+    page.keyboard.press("Shift+Tab")
     expect(page.get_by_role("button", name="Send feedback")).to_be_focused()
     page.keyboard.press("Enter")
 
-    expect(page.get_by_role("status")).to_have_text(SENT)
-    rating = Rating.objects.get(interaction=answer)
+    expect(status).to_have_text(FOLLOW_UP_SENT)
+    [rating] = ratings_of(answer)
+    assert rating.pk == first.pk
     assert (rating.thumb, rating.comment, rating.correction, rating.source, rating.rater_id) == (
         "down",
         "Too vague.",
@@ -160,6 +206,29 @@ def test_a_keyboard_user_rates_an_answer_from_another_origin(
         RatingSource.WIDGET,
         "app-user-7",
     )
+    history = RatingSubmission.objects.filter(rating=rating).order_by("pk")
+    assert [(item.thumb, item.comment) for item in history] == [
+        ("down", ""),
+        ("down", "Too vague."),
+    ]
+
+
+def test_changing_the_thumb_after_a_comment_keeps_the_comment(
+    live_server, page, host_site, project, answer
+):
+    key = public_key_for(project, host_site.origin)
+    page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk])))
+    page.get_by_role("button", name="Not helpful").click()
+    page.get_by_label("Comment (optional)").fill("Which bin?")
+    page.get_by_role("button", name="Send feedback").click()
+    status = page.get_by_role("status")
+    expect(status).to_have_text(FOLLOW_UP_SENT)
+
+    page.get_by_role("button", name="Helpful", exact=True).click()
+
+    expect(status).to_have_text(SENT)
+    [rating] = ratings_of(answer)
+    assert (rating.thumb, rating.comment) == ("up", "Which bin?")
 
 
 def test_a_rating_made_offline_is_sent_when_the_browser_is_back_online(
@@ -167,10 +236,9 @@ def test_a_rating_made_offline_is_sent_when_the_browser_is_back_online(
 ):
     key = public_key_for(project, host_site.origin)
     page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk])))
-    page.get_by_role("button", name="Helpful", exact=True).click()
 
     page.context.set_offline(True)
-    page.get_by_role("button", name="Send feedback").click()
+    page.get_by_role("button", name="Helpful", exact=True).click()
     expect(page.get_by_role("status")).to_have_text(SAVED_OFFLINE)
     assert ratings_of(answer) == []
 
@@ -192,9 +260,8 @@ def test_a_rating_still_queued_when_the_page_closed_is_sent_by_the_next_page(
     url = host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk]))
     context = page.context
     page.goto(url)
-    page.get_by_role("button", name="Not helpful").click()
     context.set_offline(True)
-    page.get_by_role("button", name="Send feedback").click()
+    page.get_by_role("button", name="Not helpful").click()
     expect(page.get_by_role("status")).to_have_text(SAVED_OFFLINE)
     page.close()
 
@@ -226,7 +293,6 @@ def test_a_page_on_an_origin_the_key_does_not_allow_gets_an_error_and_stores_not
         public_key_for(ProjectFactory(), host_site.origin)
     page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk])))
     page.get_by_role("button", name="Helpful", exact=True).click()
-    page.get_by_role("button", name="Send feedback").click()
 
     status = page.get_by_role("status")
     expect(status).to_contain_text("Could not send the rating")
@@ -241,12 +307,13 @@ def test_markup_in_a_correction_is_stored_verbatim_and_never_runs(
     payload = "<img src=x onerror=window.__xss=1>"
     key = public_key_for(project, host_site.origin)
     page.goto(host_site.serve(host_page(live_server, key=key, interaction_ids=[answer.pk])))
+    page.get_by_role("button", name="Not helpful").click()
     page.get_by_text("Suggest a better answer").click()
     page.get_by_label("A better answer").fill(payload)
     page.get_by_label("Comment (optional)").fill(payload)
     page.get_by_role("button", name="Send feedback").click()
 
-    expect(page.get_by_role("status")).to_have_text(SENT)
+    expect(page.get_by_role("status")).to_have_text(FOLLOW_UP_SENT)
     rating = Rating.objects.get(interaction=answer)
     assert rating.correction == payload and rating.comment == payload
     assert page.evaluate("window.__xss") is None
@@ -316,7 +383,6 @@ def test_a_rating_refused_for_the_rate_limit_is_sent_again_after_retry_after(
     assert first["status"] == "sent"
 
     page.get_by_role("button", name="Not helpful").click()
-    page.get_by_role("button", name="Send feedback").click()
     status = page.get_by_role("status")
     expect(status).to_have_text(WILL_RETRY)
     assert Rating.objects.get(interaction=answer).thumb == "up"

@@ -65,13 +65,38 @@ def test_a_batch_is_stored_in_full_and_resending_it_stores_nothing_new(client, s
 
 
 @pytest.mark.django_db
-def test_a_key_repeated_inside_one_batch_is_stored_once(client, secret_key):
-    response = _log(client, secret_key, [_interaction(1), _interaction(1)])
+def test_a_key_repeated_inside_one_batch_refuses_the_batch(client, secret_key):
+    response = _log(client, secret_key, [_interaction(1), _interaction(2), _interaction(1)])
 
-    items = response.json()["interactions"]
-    assert items[0]["id"] == items[1]["id"]
-    assert [item["created"] for item in items] == [True, False]
-    assert Interaction.objects.count() == 1
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "duplicate_idempotency_key"
+    assert error["param"] == "interactions.2.idempotency_key"
+    assert "app-1" in error["message"]
+    assert not Interaction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_stored_key_sent_with_other_fields_is_a_conflict_and_stores_nothing(client, secret_key):
+    first = _log(client, secret_key, [_interaction(1)]).json()["interactions"][0]
+
+    changed = _log(
+        client, secret_key, [_interaction(2), _interaction(1, response="Another answer.")]
+    )
+    same_fields_in_another_order = _log(
+        client, secret_key, [dict(reversed(list(_interaction(1).items())))]
+    )
+
+    assert changed.status_code == 409
+    error = changed.json()["error"]
+    assert (error["type"], error["code"]) == ("conflict_error", "idempotency_conflict")
+    assert error["param"] == "interactions.1.idempotency_key"
+    assert "app-1" in error["message"]
+    assert same_fields_in_another_order.status_code == 201
+    assert same_fields_in_another_order.json()["interactions"] == [first | {"created": False}]
+    assert list(Interaction.objects.values_list("idempotency_key", "response")) == [
+        ("app-1", "Answer 1.")
+    ]
 
 
 @pytest.mark.django_db
@@ -94,6 +119,29 @@ def test_one_bad_interaction_refuses_the_whole_batch(client, secret_key, bad, pa
     assert response.status_code == 400
     assert response.json()["error"]["param"] == param
     assert not Interaction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_one_interaction_on_its_own_is_logged_like_a_batch_of_one(client, secret_key):
+    def post(body: dict):
+        return client.post(
+            "/api/v1/interactions",
+            data=json.dumps(body),
+            content_type="application/json",
+            **bearer(secret_key),
+        )
+
+    single = post(_interaction(1))
+    again = post(_interaction(1))
+    bad = post(_interaction(2, latency_ms="slow"))
+
+    assert single.status_code == again.status_code == 201
+    [logged] = single.json()["interactions"]
+    assert logged["created"] is True and logged["idempotency_key"] == "app-1"
+    assert again.json()["interactions"][0] == {**logged, "created": False}
+    assert bad.status_code == 400
+    assert bad.json()["error"]["param"] == "interactions.0.latency_ms"
+    assert Interaction.objects.get().response == "Answer 1."
 
 
 @pytest.mark.django_db

@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from feedback.services.reviews import review_submit
-from flywheel.models import IndexVersion
+from flywheel.models import ApiKey, IndexVersion
 from flywheel.selectors.retrieval import RetrievalOptions, retrieve
 from flywheel.services import api_key_create
 from tests.conftest import DEMO_KNOWLEDGE_BASE, bearer, index_folder, wait_for
@@ -40,7 +40,9 @@ def test_a_refresh_indexes_an_approved_correction_and_serving_follows_and_rolls_
 ):
     project = ProjectFactory()
     index_folder(project, DEMO_KNOWLEDGE_BASE)
-    key = api_key_create(project=project, kind="secret", name="app").raw_key
+    key = api_key_create(
+        project=project, kind="secret", name="app", scopes=ApiKey.Scope.values
+    ).raw_key
     first = IndexVersion.objects.get(project=project)
     reviewer = get_user_model().objects.create_user(username="reviewer", password="x")
     interaction = served(project, QUESTION, "I do not know.")
@@ -83,3 +85,36 @@ def test_a_refresh_indexes_an_approved_correction_and_serving_follows_and_rolls_
     rolled_back = client.post("/api/v1/index-versions/rollback", **bearer(key))
     assert rolled_back.json()["number"] == 1
     assert _ask(client, key)["index_version"]["number"] == 1
+
+
+@pytest.mark.django_db
+def test_a_refresh_with_nothing_changed_builds_no_version_and_says_so():
+    from retrain.index_refresh import job as index_refresh
+    from retrain.jobs.lifecycle import job_create, job_run
+    from retrain.models import Job
+
+    project = ProjectFactory()
+    index_folder(project, DEMO_KNOWLEDGE_BASE)
+    built = job_create(project=project, kind="index_refresh", trigger="manual")
+    assert job_run(job_id=built.pk, handler=index_refresh.run) == "succeeded"
+    versions = IndexVersion.objects.filter(project=project).count()
+
+    again = job_create(project=project, kind="index_refresh", trigger="manual")
+    assert job_run(job_id=again.pk, handler=index_refresh.run) == "succeeded"
+
+    again = Job.objects.get(pk=again.pk)
+    active = IndexVersion.objects.get(project=project, status="active")
+    assert IndexVersion.objects.filter(project=project).count() == versions
+    assert again.metrics["unchanged"] is True
+    assert again.metrics["index_version"] == active.number
+    assert f"Nothing changed since index v{active.number}" in again.log_tail
+    assert again.progress_message == f"Nothing changed: index v{active.number} stays active"
+
+    # A changed document is a change: the next refresh builds a version.
+    document = project.documents.first()
+    document.content += "\n\nA new paragraph about shelves."
+    document.content_hash = "changed"
+    document.save()
+    changed = job_create(project=project, kind="index_refresh", trigger="manual")
+    assert job_run(job_id=changed.pk, handler=index_refresh.run) == "succeeded"
+    assert IndexVersion.objects.filter(project=project).count() == versions + 1

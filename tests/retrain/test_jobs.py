@@ -2,8 +2,10 @@
 
 import json
 from datetime import timedelta
+from io import StringIO
 
 import pytest
+from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from retrain.jobs.lifecycle import (
@@ -76,7 +78,9 @@ def test_a_failing_handler_fails_the_job_with_its_error(project):
 @pytest.mark.django_db
 def test_cancelling_stops_a_running_job_at_its_next_step_and_a_queued_one_at_once(project):
     queued = _job(project)
-    assert job_cancel(job=queued).state == "cancelled"
+    cancelled = job_cancel(job=queued, by="alice from the dashboard")
+    assert cancelled.state == "cancelled"
+    assert cancelled.progress_message == "Cancelled before it started, by alice from the dashboard."
     assert job_run(job_id=queued.pk, handler=lambda job, context: None) is None
 
     running = _job(project)
@@ -85,7 +89,7 @@ def test_cancelling_stops_a_running_job_at_its_next_step_and_a_queued_one_at_onc
     def handler(job, context):
         for step in range(10):
             if step == 3:
-                job_cancel(job=job)  # as an admin would, from another request
+                job_cancel(job=job, by="bob from the admin")  # as from another request
             context.progress(step * 10)
             steps_done.append(step)
 
@@ -93,6 +97,7 @@ def test_cancelling_stops_a_running_job_at_its_next_step_and_a_queued_one_at_onc
     assert steps_done == [0, 1, 2]
     running.refresh_from_db()
     assert running.state == "cancelled" and running.finished_at is not None
+    assert running.progress_message == "Cancelled at 30%, by bob from the admin."
 
 
 @pytest.mark.django_db
@@ -123,18 +128,18 @@ def test_job_cancelled_is_an_exception_handlers_may_raise():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_job_started_through_the_api_runs_on_a_worker(client, project, secret_key, celery_worker):
+def test_a_job_started_through_the_api_runs_on_a_worker(client, project, admin_key, celery_worker):
     response = client.post(
         "/api/v1/jobs",
         data=json.dumps({"kind": "dataset_snapshot"}),
         content_type="application/json",
-        **bearer(secret_key),
+        **bearer(admin_key),
     )
     assert response.status_code == 202
     job_id = response.json()["id"]
 
     def finished_job():
-        job = client.get(f"/api/v1/jobs/{job_id}", **bearer(secret_key)).json()
+        job = client.get(f"/api/v1/jobs/{job_id}", **bearer(admin_key)).json()
         return job if job["state"] in {"succeeded", "failed", "cancelled"} else None
 
     finished = wait_for(finished_job, what="the snapshot job finishing", deadline_seconds=60)
@@ -144,6 +149,24 @@ def test_a_job_started_through_the_api_runs_on_a_worker(client, project, secret_
         "/api/v1/jobs",
         data=json.dumps({"kind": "lora_training", "parameters": {"r": -1}}),
         content_type="application/json",
-        **bearer(secret_key),
+        **bearer(admin_key),
     )
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_job"
+
+
+@pytest.mark.django_db
+def test_following_a_job_reports_who_cancelled_it(project):
+    # What `run_job --wait` and `follow_job` say at the end of a job cancelled meanwhile.
+    queued = _job(project)
+    job_cancel(job=queued, by="carol from the dashboard")
+    out = StringIO()
+
+    with pytest.raises(CommandError) as refused:
+        call_command("follow_job", str(queued.pk), "--project", project.slug, stdout=out)
+
+    assert str(refused.value) == (
+        f"Job {queued.pk} cancelled: Cancelled before it started, by carol from the dashboard."
+    )
+    assert out.getvalue().startswith("cancelled 0% Cancelled before it started")
+    with pytest.raises(CommandError, match="No job 999999"):
+        call_command("follow_job", "999999", "--project", project.slug, stdout=out)

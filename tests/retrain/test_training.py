@@ -75,7 +75,7 @@ def test_training_lowers_the_loss_and_the_adapter_loads_and_generates(records, t
         records=records,
         parameters=TrainingParameters(max_steps=12, **FAST),
         output_dir=tmp_path / "run",
-        on_step=lambda step, total, loss: steps_seen.append((step, total)),
+        on_step=lambda step, total, loss, tokens: steps_seen.append((step, total)),
         metadata={"dataset_version": 1, "dataset_hash": "0" * 64},
     )
     base = evaluate_model(
@@ -131,7 +131,7 @@ def test_a_stopped_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_
             records=records,
             parameters=parameters,
             output_dir=tmp_path / "interrupted",
-            on_step=lambda step, total, loss: completed_steps.append(step),
+            on_step=lambda step, total, loss, tokens: completed_steps.append(step),
             should_stop=lambda: len(completed_steps) >= 4,
         )
     checkpoint = tmp_path / "interrupted" / "checkpoint"
@@ -178,3 +178,28 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed(records, tmp_path):
 
     assert result.resumed_from_step is None and result.steps == 1
     assert any("starting over" in message for message in messages)
+
+
+@pytest.mark.django_db
+def test_a_cancel_is_noticed_between_the_batches_of_one_step(records, tmp_path):
+    asked = []
+
+    def should_stop() -> bool:
+        asked.append(True)
+        return len(asked) == 2  # the first ask is before step 1, the second after its batch 1
+
+    with pytest.raises(TrainingStopped) as stopped:
+        lora_train(
+            base_model_path=base_model_path(),
+            records=records,
+            parameters=TrainingParameters(
+                max_steps=2, **{**FAST, "batch_size": 1, "gradient_accumulation_steps": 3}
+            ),
+            output_dir=tmp_path,
+            should_stop=should_stop,
+        )
+
+    assert stopped.value.step == 0, "stopped inside step 1, before it completed"
+    assert len(asked) == 2
+    progress = json.loads((tmp_path / "checkpoint" / "progress.json").read_text())
+    assert progress["step"] == 0 and progress["next_batch"] == 0

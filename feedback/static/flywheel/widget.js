@@ -28,6 +28,7 @@
   const DEFAULT_RETRY_SECONDS = 30;
   const MESSAGES = {
     sent: "Thanks \u2014 rating sent",
+    added: "Thanks \u2014 feedback added",
     offline: "Saved offline, will send when back online",
     retry: "Saved, will send again shortly",
   };
@@ -214,24 +215,28 @@
   }
 
   const STYLE = `
-:host{all:initial!important;display:block!important;margin:.5em 0!important;
-font:14px/1.4 system-ui,sans-serif!important;color:var(--flywheel-text,#1f2328)!important}
+:host{all:initial!important;display:block!important;margin:.25em 0!important;
+font:13px/1.4 system-ui,sans-serif!important;color:var(--flywheel-text,#1f2328)!important}
 *{box-sizing:border-box;font:inherit;color:inherit}
-form{display:grid;gap:.5em;max-width:40em}
-.thumbs{display:flex;flex-wrap:wrap;gap:.5em;align-items:center}
-button{cursor:pointer;padding:.25em .75em;border:1px solid #8c959f;border-radius:6px;
-background:#fff;color:#1f2328}
+.bar{display:flex;flex-wrap:wrap;gap:.25em;align-items:center}
+.bar span{color:#59636e}
+button{cursor:pointer;display:inline-flex;align-items:center;padding:.2em .45em;
+border:1px solid #d1d9e0;border-radius:6px;background:#fff;color:#1f2328}
 button[aria-pressed=true],button[type=submit]{background:var(--flywheel-accent,#0969da);
 border-color:var(--flywheel-accent,#0969da);color:#fff}
-button[type=submit]{justify-self:start}
-label{display:grid;gap:.25em}
+svg{width:1.15em;height:1.15em;fill:none;stroke:currentColor;stroke-width:2;
+stroke-linecap:round;stroke-linejoin:round}
+p{margin:0 0 0 .25em;color:#59636e}
+form{display:grid;gap:.4em;max-width:40em;margin-top:.4em}
+form[hidden]{display:none}
+.row{display:flex;gap:.4em;align-items:end}
+label{display:grid;gap:.2em;flex:1}
 input,textarea{width:100%;padding:.3em .5em;border:1px solid #8c959f;border-radius:6px;
 background:#fff;color:#1f2328}
-summary{cursor:pointer;width:fit-content}
-details label{margin-top:.5em}
+summary{cursor:pointer;width:fit-content;color:#59636e}
+details label{margin-top:.4em}
 :focus-visible{outline:2px solid var(--flywheel-accent,#0969da);outline-offset:2px}
-p{margin:0;min-height:1.4em}
-.error{color:#cf222e}`;
+p.error{color:#cf222e}`;
 
   const h = (tag, attributes, ...children) => {
     const node = document.createElement(tag);
@@ -240,79 +245,104 @@ p{margin:0;min-height:1.4em}
     return node;
   };
 
+  // Feather's thumbs-up (MIT), turned over for thumbs-down. Drawn, not emoji: a system
+  // without an emoji font shows emoji as empty boxes.
+  const THUMB =
+    "M14 9V5a3 3 0 0 0-3-3l-4 9v11h11.28a2 2 0 0 0 2-1.7l1.38-9a2 2 0 0 0-2-2.3z" +
+    "M7 22H4a2 2 0 0 1-2-2v-7a2 2 0 0 1 2-2h3";
+  const thumbIcon = (turned) => {
+    const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+    const path = document.createElementNS(svg.namespaceURI, "path");
+    svg.setAttribute("viewBox", "0 0 24 24");
+    svg.setAttribute("aria-hidden", "true");
+    path.setAttribute("d", THUMB);
+    if (turned) path.setAttribute("transform", "rotate(180 12 12)");
+    svg.append(path);
+    return svg;
+  };
+
+  // One line under the answer: a click on a thumb sends the rating at once. The comment and a
+  // better answer are optional follow-ups, sent as the same rater's new rating of the same
+  // answer, which replaces the first on the server rather than adding a second.
   function ratingBar(answer) {
     const host = document.createElement("flywheel-rating");
     const root = host.attachShadow({ mode: "open" });
-    const thumbButton = (value, icon, label) =>
+    const thumbButton = (value, label) =>
       h(
         "button",
-        { type: "button", "aria-pressed": "false", value },
-        h("span", { "aria-hidden": "true" }, icon),
-        " " + label,
+        { type: "button", "aria-pressed": "false", "aria-label": label, title: label, value },
+        thumbIcon(value === "down"),
       );
-    const thumbs = [
-      thumbButton("up", "\u{1F44D}", "Helpful"),
-      thumbButton("down", "\u{1F44E}", "Not helpful"),
-    ];
+    const thumbs = [thumbButton("up", "Helpful"), thumbButton("down", "Not helpful")];
+    const status = h("p", { role: "status", "aria-live": "polite" });
     const comment = h("input", { type: "text", maxlength: "5000" });
     const correction = h("textarea", { rows: "4", maxlength: "20000" });
-    const submit = h("button", { type: "submit" }, "Send feedback");
-    const status = h("p", { role: "status", "aria-live": "polite" });
-    const form = h(
+    const followUp = h(
       "form",
-      {},
+      { hidden: "" },
       h(
         "div",
-        { class: "thumbs", role: "group", "aria-labelledby": "question" },
-        h("span", { id: "question" }, "Was this answer helpful?"),
-        ...thumbs,
+        { class: "row" },
+        h("label", {}, "Comment (optional)", comment),
+        h("button", { type: "submit" }, "Send feedback"),
       ),
-      h("label", {}, "Comment (optional)", comment),
       h(
         "details",
         {},
         h("summary", {}, "Suggest a better answer"),
         h("label", {}, "A better answer", correction),
       ),
-      submit,
-      status,
     );
     const style = document.createElement("style");
     style.textContent = STYLE;
-    root.append(style, form);
+    root.append(
+      style,
+      h(
+        "div",
+        { class: "bar", role: "group", "aria-labelledby": "question" },
+        h("span", { id: "question" }, "Was this answer helpful?"),
+        ...thumbs,
+        status,
+      ),
+      followUp,
+    );
 
-    let thumb = "";
+    // What the server holds for this rater: every send repeats all of it, since a new rating
+    // replaces the old one whole.
+    const sent = { thumb: "", comment: "", correction: "" };
+    const send = (fields, sentMessage) => {
+      Object.assign(sent, fields);
+      return submitRating(
+        // Read now: the page may have pointed the element at another interaction.
+        { interactionId: answer.getAttribute("data-flywheel-interaction"), ...sent },
+        ({ outcome, message }) => {
+          const text = outcome === "sent" ? sentMessage : MESSAGES[outcome];
+          status.className = text ? "" : "error";
+          status.textContent =
+            text || (outcome === "invalid" ? message : "Could not send the rating: " + message);
+        },
+      ).catch(() => {}); // shown in the status line
+    };
+
     for (const button of thumbs) {
       button.addEventListener("click", () => {
-        thumb = thumb === button.value ? "" : button.value;
-        for (const other of thumbs) other.setAttribute("aria-pressed", other.value === thumb);
+        if (sent.thumb === button.value) return;
+        for (const other of thumbs) other.setAttribute("aria-pressed", other === button);
+        followUp.hidden = false;
+        send({ thumb: button.value }, MESSAGES.sent);
       });
     }
-    const show = ({ outcome, message }) => {
-      status.className = MESSAGES[outcome] ? "" : "error";
-      status.textContent =
-        MESSAGES[outcome] ||
-        (outcome === "invalid" ? message : "Could not send the rating: " + message);
-    };
     let sending = false;
-    form.addEventListener("submit", (event) => {
+    followUp.addEventListener("submit", (event) => {
       event.preventDefault();
       if (sending) return;
       sending = true;
-      submitRating(
-        {
-          // Read now: the page may have pointed the element at another interaction.
-          interactionId: answer.getAttribute("data-flywheel-interaction"),
-          thumb,
-          comment: comment.value.trim(),
-          correction: correction.value.trim(),
-        },
-        show,
-      )
-        .catch(() => {}) // shown in the status line
-        .finally(() => {
-          sending = false;
-        });
+      send(
+        { comment: comment.value.trim(), correction: correction.value.trim() },
+        MESSAGES.added,
+      ).finally(() => {
+        sending = false;
+      });
     });
     return host;
   }

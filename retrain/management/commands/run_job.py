@@ -1,18 +1,18 @@
 import json
-import time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from flywheel.management.projects import project_for_command
 from retrain.jobs.lifecycle import InvalidJobParameters, job_create
+from retrain.management.follow import job_follow
 from retrain.models import Job
-
-POLL_SECONDS = 2
+from retrain.transitions import JobAlreadyUnfinished
 
 
 class Command(BaseCommand):
     help = (
-        "Start a job (index_refresh, lora_training, evaluation, dataset_snapshot) on the "
+        "Start a job (index_refresh, lora_training, retriever_training, evaluation, "
+        "dataset_snapshot, recuration) on the "
         "workers, and optionally wait for it. Parameters: --param key=value (JSON values)."
     )
 
@@ -37,18 +37,9 @@ class Command(BaseCommand):
             job = job_create(
                 project=found, kind=kind, trigger=Job.Trigger.COMMAND, parameters=parameters
             )
-        except InvalidJobParameters as error:
+        except (InvalidJobParameters, JobAlreadyUnfinished) as error:
             raise CommandError(str(error)) from error
         self.stdout.write(f"Job {job.pk} queued: {job.get_kind_display()}")
         if not wait:
             return
-        shown = None
-        while not job.is_finished:
-            time.sleep(POLL_SECONDS)  # a terminal follower; polling is what it does
-            job.refresh_from_db()
-            line = f"{job.state} {job.progress}% {job.progress_message}"
-            if line != shown:
-                self.stdout.write(line)
-                shown = line
-        if job.state != Job.State.SUCCEEDED:
-            raise CommandError(f"Job {job.pk} {job.state}: {job.error[-500:]}")
+        job_follow(job, write=self.stdout.write)
