@@ -4,6 +4,7 @@ screenshots folder (FLYWHEEL_SCREENSHOTS_DIR, var/screenshots by default) for a 
 over."""
 
 import os
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -12,10 +13,12 @@ from django.urls import reverse
 from django.utils import timezone
 
 from feedback.services.ratings import rating_submit
+from flywheel.management.welcome import ADMIN_USERNAME, welcome_lines
 from flywheel.models import Interaction
+from flywheel.services import demo_bootstrap
 from flywheel.services.interactions import interactions_log_batch
 from retrain.jobs.lifecycle import job_create
-from tests.conftest import REPOSITORY_ROOT, user_with_role
+from tests.conftest import DEMO_KNOWLEDGE_BASE, REPOSITORY_ROOT, user_with_role
 
 SCREENSHOTS = Path(
     os.environ.get("FLYWHEEL_SCREENSHOTS_DIR", REPOSITORY_ROOT / "var" / "screenshots")
@@ -115,3 +118,21 @@ def test_a_new_key_is_copied_to_the_clipboard_with_one_click(page, live_server, 
     assert page.evaluate("navigator.clipboard.readText()") == raw_key
     assert page.locator("#raw-key-copied").inner_text() == "Copied to the clipboard."
     page.screenshot(path=str(SCREENSHOTS / "key_created.png"), full_page=True)
+
+
+def test_the_login_make_run_prints_leads_to_the_demo_dashboard(page, live_server, transactional_db):
+    outcome = demo_bootstrap(admin_username=ADMIN_USERNAME, knowledge_base=DEMO_KNOWLEDGE_BASE)
+    printed = "\n".join(welcome_lines(outcome=outcome, base_url=f"{live_server.url}/"))
+    dashboard_url = re.search(r"Dashboard +(\S+)", printed).group(1)
+    username, password = re.search(r"Sign in +(\S+), password (\S+)", printed).groups()
+
+    page.goto(f"{live_server.url}/")
+    page.wait_for_url("**/accounts/login/**")
+    page.fill("#id_username", username)
+    page.fill("#id_password", password)
+    page.click("button[type=submit]")
+
+    page.wait_for_url(f"{live_server.url}/dashboard/**")
+    page.goto(dashboard_url)
+    assert outcome.project.name in page.locator("body").inner_text()
+    page.screenshot(path=str(SCREENSHOTS / "first_login.png"), full_page=True)
