@@ -2,6 +2,7 @@
 database), the machine's Redis (on a database of the tests' own) and a real Celery worker."""
 
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,17 @@ from config.workers import (
 
 WORKER_START_DEADLINE_SECONDS = 90
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
+# Where browser tests leave their screenshots for a human to look over.
+SCREENSHOTS = Path(
+    os.environ.get("FLYWHEEL_SCREENSHOTS_DIR", REPOSITORY_ROOT / "var" / "screenshots")
+)
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on now, for a server a test starts."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -7,7 +7,6 @@ disturbs nobody else's."""
 
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -19,7 +18,7 @@ import pytest
 import requests
 
 from config.platform_runner import child_commands
-from tests.conftest import REPOSITORY_ROOT, wait_for, worker_environment
+from tests.conftest import REPOSITORY_ROOT, free_port, wait_for, worker_environment
 
 OUTAGE_DATABASE_NAME = "flywheel_outage"
 WEB_START_DEADLINE_SECONDS = 120
@@ -94,7 +93,7 @@ def outage_stack(tmp_path_factory):
     try:
         _run(["manage.py", "migrate", "--no-input", "-v", "0"], environment)
         secret_key = _run(["-c", SEED_DATABASE], environment).split()[-1]
-        port = _free_port()
+        port = free_port()
         with web_log.open("wb") as log:
             web = subprocess.Popen(
                 child_commands(host="127.0.0.1", port=port)["web"],
@@ -119,12 +118,6 @@ def outage_stack(tmp_path_factory):
             web.wait(timeout=60)
         postgres.remove()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _answers(url: str) -> bool:

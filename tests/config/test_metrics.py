@@ -25,7 +25,14 @@ from feedback.services.reviews import review_submit
 from flywheel.models import IndexVersion, Interaction, ModelVersion
 from flywheel.services.interactions import interactions_log_batch
 from retrain.models import Job
-from tests.conftest import REPOSITORY_ROOT, bearer, index_folder, wait_for, worker_environment
+from tests.conftest import (
+    REPOSITORY_ROOT,
+    bearer,
+    free_port,
+    index_folder,
+    wait_for,
+    worker_environment,
+)
 
 REQUESTS = "flywheel_http_request_duration_seconds"
 WEB_START_DEADLINE_SECONDS = 120
@@ -240,12 +247,6 @@ def test_in_production_a_plain_http_scrape_answers_with_the_database_and_redis_d
     assert value(samples, "flywheel_redis_up") == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _answers(url: str) -> bool:
     try:
         requests.get(url, timeout=10)
@@ -265,7 +266,7 @@ def gunicorn_serving(*, log_path: Path, environment: dict[str, str]) -> Iterator
         | {"FLYWHEEL_TORCH_THREADS": "1"}
         | environment
     )
-    port = _free_port()
+    port = free_port()
     with log_path.open("wb") as log:
         web = subprocess.Popen(
             child_commands(host="127.0.0.1", port=port)["web"],

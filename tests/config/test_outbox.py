@@ -23,7 +23,7 @@ from feedback.models import Rating
 from flywheel.models import OutboxMessage
 from flywheel.services.outbox import outbox_enqueue, outbox_pending_count
 from retrain.models import InstructionExample
-from tests.conftest import REPOSITORY_ROOT, wait_for, worker_environment
+from tests.conftest import REPOSITORY_ROOT, free_port, wait_for, worker_environment
 from tests.factories import served
 
 SERVER_START_DEADLINE_SECONDS = 60
@@ -31,18 +31,12 @@ CURATION_DEADLINE_SECONDS = 120
 RATINGS_PER_PHASE = 8
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class PrivateRedis:
     """A `redis-server` of this test alone, keeping nothing on disk: stopping it is an outage
     nobody else notices."""
 
     def __init__(self, directory: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.directory = directory
         self.process: subprocess.Popen | None = None
 
@@ -90,7 +84,7 @@ def _environment_on(private_redis: PrivateRedis) -> dict[str, str]:
 
 class WebServer:
     def __init__(self, *, environment: dict[str, str], log_path: Path):
-        self.port = _free_port()
+        self.port = free_port()
         self.log_path = log_path
         with log_path.open("wb") as log:
             self.process = subprocess.Popen(

@@ -3,7 +3,6 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 
@@ -14,17 +13,11 @@ import requests
 
 from config.platform_runner import PlatformStartError, private_redis_start
 from config.settings.database import database_url_from_config
-from tests.conftest import REPOSITORY_ROOT, wait_for, worker_environment
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from tests.conftest import REPOSITORY_ROOT, free_port, wait_for, worker_environment
 
 
 def test_a_private_redis_is_started_when_nothing_answers_and_stopped_after():
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
 
     process = private_redis_start(url)
     try:
@@ -54,7 +47,7 @@ def running_platform(django_db_setup, tmp_path_factory):
 
     # pytest-django creates the test database only for a session with a django_db test.
     assert connection.settings_dict["NAME"] == connection.settings_dict["TEST"]["NAME"]
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("platform") / "runner.log"
     command = [
         sys.executable,

@@ -1,8 +1,5 @@
 """The knowledge base page: documents with their index state, upload and delete for admins."""
 
-import os
-from pathlib import Path
-
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
@@ -12,13 +9,10 @@ from playwright.sync_api import expect
 from flywheel.document_files import DOCUMENT_FILE_MAX_BYTES
 from flywheel.models import Chunk, Document, VerifiedAnswer
 from flywheel.services import document_index, document_upsert
-from tests.conftest import REPOSITORY_ROOT, user_with_role, wait_for
+from tests.conftest import SCREENSHOTS, user_with_role, wait_for
 from tests.factories import served
 from tests.pdf_files import pdf_with_text
 
-SCREENSHOTS = Path(
-    os.environ.get("FLYWHEEL_SCREENSHOTS_DIR", REPOSITORY_ROOT / "var" / "screenshots")
-)
 INDEXING_DEADLINE_SECONDS = 60
 
 

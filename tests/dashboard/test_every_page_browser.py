@@ -3,10 +3,8 @@ each answers 200, draws without a console error, and leaves a full-page screensh
 screenshots folder (FLYWHEEL_SCREENSHOTS_DIR, var/screenshots by default) for a human to look
 over."""
 
-import os
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.urls import reverse
@@ -18,11 +16,7 @@ from flywheel.models import Interaction
 from flywheel.services import demo_bootstrap
 from flywheel.services.interactions import interactions_log_batch
 from retrain.jobs.lifecycle import job_create
-from tests.conftest import DEMO_KNOWLEDGE_BASE, REPOSITORY_ROOT, user_with_role
-
-SCREENSHOTS = Path(
-    os.environ.get("FLYWHEEL_SCREENSHOTS_DIR", REPOSITORY_ROOT / "var" / "screenshots")
-)
+from tests.conftest import DEMO_KNOWLEDGE_BASE, SCREENSHOTS, user_with_role
 
 
 @pytest.fixture

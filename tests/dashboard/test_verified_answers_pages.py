@@ -2,10 +2,8 @@
 pages), the serving policy on it (who may change it, validation, calibration), how an
 interaction's page shows a verified answer, the admin's pages, and the page in a browser."""
 
-import os
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -24,14 +22,11 @@ from flywheel.services.verified_answers import (
     serving_policy_get,
     serving_policy_update,
 )
-from tests.conftest import REPOSITORY_ROOT, user_with_role
+from tests.conftest import SCREENSHOTS, user_with_role
 from tests.factories import FACTS, ProjectFactory, served
 
 XSS = '<script>window.__xss=1</script><img src=x onerror="window.__xss=1">'
 QUESTION_VECTOR = [0.0] * 383 + [1.0]
-SCREENSHOTS = Path(
-    os.environ.get("FLYWHEEL_SCREENSHOTS_DIR", REPOSITORY_ROOT / "var" / "screenshots")
-)
 
 
 def _url(name: str, project, *args) -> str:

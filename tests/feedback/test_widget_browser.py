@@ -5,11 +5,9 @@ live Django server, so every rating is a real cross-origin request with a CORS p
 """
 
 import json
-import os
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -18,7 +16,7 @@ from feedback.models import Rating, RatingSource, RatingSubmission
 from flywheel.models import Interaction
 from flywheel.services import api_key_create
 from flywheel.services.interactions import interaction_record
-from tests.conftest import REPOSITORY_ROOT, wait_for
+from tests.conftest import SCREENSHOTS, wait_for
 from tests.factories import ProjectFactory
 
 DELIVERY_DEADLINE_SECONDS = 15
@@ -31,9 +29,6 @@ HOSTILE_CSS = """
 button, input, textarea, details, summary, label, form, p { display: none !important; }
 body { color: red !important; font-size: 4px !important; visibility: visible; }
 """
-SCREENSHOTS = Path(
-    os.environ.get("FLYWHEEL_SCREENSHOTS_DIR", REPOSITORY_ROOT / "var" / "screenshots")
-)
 
 
 @dataclass
