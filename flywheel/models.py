@@ -145,6 +145,8 @@ class Document(BaseModel):
     content_hash = models.CharField(max_length=64)
     # The content_hash last indexed; differs from content_hash while indexing is pending.
     indexed_hash = models.CharField(max_length=64, blank=True)
+    # Why the last indexing attempt failed (the task retries); empty once it succeeds.
+    index_error = models.TextField(blank=True)
 
     class Meta:
         constraints = [

@@ -16,8 +16,10 @@ class DocumentRow:
     content_type: str
     updated_at: datetime
     # "indexed": the current content's passages are in the active index; "pending": its
-    # indexing task has not finished (or was lost: the periodic sweep queues it again).
+    # indexing task has not finished (or was lost: the periodic sweep queues it again);
+    # "failed": its last attempt failed with `index_error` (the sweep tries it again).
     index_state: str
+    index_error: str
     chunks: int
 
 
@@ -35,7 +37,14 @@ def documents_with_index_state(*, project: Project) -> list[DocumentRow]:
             source_uri=document.source_uri,
             content_type=document.get_content_type_display(),
             updated_at=document.updated_at,
-            index_state="indexed" if document.indexed_hash == document.content_hash else "pending",
+            index_state=(
+                "indexed"
+                if document.indexed_hash == document.content_hash
+                else "failed"
+                if document.index_error
+                else "pending"
+            ),
+            index_error=document.index_error,
             chunks=document.active_chunks if active else 0,
         )
         for document in documents

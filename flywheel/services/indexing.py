@@ -108,8 +108,16 @@ def document_index(*, document_id: int) -> int | None:
                 document=document, version=version, drafts=drafts, hashes=hashes, vectors=vectors
             )
         )
-        Document.objects.filter(pk=document.pk).update(indexed_hash=document.content_hash)
+        Document.objects.filter(pk=document.pk).update(
+            indexed_hash=document.content_hash, index_error=""
+        )
     return len(drafts)
+
+
+def document_index_failure_record(*, document_id: int, error: BaseException) -> None:
+    """Keep why indexing failed where the documents page shows it; the task retries."""
+    message = f"{type(error).__name__}: {error}".strip()
+    Document.objects.filter(pk=document_id).update(index_error=message[-1000:])
 
 
 def document_chunks_build(

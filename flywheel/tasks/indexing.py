@@ -5,7 +5,11 @@ from flywheel.services import indexing
 
 @shared_task
 def document_index(document_id: int) -> int | None:
-    return indexing.document_index(document_id=document_id)
+    try:
+        return indexing.document_index(document_id=document_id)
+    except Exception as error:
+        indexing.document_index_failure_record(document_id=document_id, error=error)
+        raise
 
 
 @shared_task

@@ -7,8 +7,9 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from flywheel.document_files import DOCUMENT_FILE_MAX_BYTES
-from flywheel.models import Chunk, Document, VerifiedAnswer
-from flywheel.services import document_index, document_upsert
+from flywheel.models import Chunk, Document, IndexVersion, VerifiedAnswer
+from flywheel.services import document_index, document_upsert, index_version_ensure_active
+from flywheel.tasks.indexing import document_index as document_index_task
 from tests.conftest import SCREENSHOTS, user_with_role, wait_for
 from tests.factories import served
 from tests.pdf_files import pdf_with_text
@@ -59,6 +60,30 @@ def test_the_list_shows_each_documents_index_state_and_passages(
     assert rows == {"bin.md": ("pending", 0), "sync.md": ("indexed", 1)}
     page = response.content.decode()
     assert "Add a document" not in page and "Delete…" not in page  # a viewer only reads
+
+
+@pytest.mark.django_db
+def test_a_document_whose_indexing_failed_shows_why_until_it_is_indexed(
+    viewer_client, project, one_torch_thread
+):
+    document = _stored(project, "sync.md", "# Sync\n\nSync runs every minute.", index=False)
+    active = index_version_ensure_active(project=project)
+    # An embedding model folder that is not there: the real load fails, as a lost mount would.
+    good_model = active.embedding_model
+    IndexVersion.objects.filter(pk=active.pk).update(embedding_model="/nonexistent/retriever")
+
+    with pytest.raises(Exception, match="nonexistent"):
+        document_index_task(document.pk)
+
+    failed = viewer_client.get(_url("documents", project))
+    [row] = failed.context["documents"]
+    assert row.index_state == "failed" and "nonexistent" in row.index_error
+    assert "retried by the periodic sweep" in failed.content.decode()
+
+    IndexVersion.objects.filter(pk=active.pk).update(embedding_model=good_model)
+    assert document_index_task(document.pk) == 1
+    [row] = viewer_client.get(_url("documents", project)).context["documents"]
+    assert (row.index_state, row.index_error, row.chunks) == ("indexed", "", 1)
 
 
 @pytest.mark.django_db
