@@ -510,3 +510,63 @@ def test_a_key_without_the_log_scope_is_refused(client, project):
     error = response.json()["error"]
     assert error["code"] == "missing_scope" and "'log'" in error["message"]
     assert not Interaction.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "attributes, start_ns",
+    [
+        ({"gen_ai.usage.input_tokens": 2**40}, STARTED_NS),
+        ({}, 1_000_000_000),  # 1970: before any interaction can have been logged
+    ],
+    ids=["int4-overflow", "date-1970"],
+)
+def test_a_span_with_values_no_column_can_hold_is_rejected_not_a_server_error(
+    client, project, secret_key, attributes, start_ns
+):
+    response = _post(
+        client, secret_key, _protobuf_body(_sdk_spans(_bare_chat_span(attributes, start_ns)))
+    )
+
+    assert response.status_code == 200, response.content
+    assert _partial_success(response)[0] == 1
+    assert not Interaction.objects.filter(project=project).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("count", [float("nan"), float("inf"), 21.5])
+def test_a_token_count_that_is_not_a_whole_number_is_left_out(client, project, secret_key, count):
+    response = _post(
+        client,
+        secret_key,
+        _protobuf_body(
+            _sdk_spans(_bare_chat_span({"gen_ai.usage.input_tokens": count}, STARTED_NS))
+        ),
+    )
+
+    assert response.status_code == 200, response.content
+    assert _partial_success(response)[0] == 0
+    assert Interaction.objects.get(project=project).prompt_tokens is None
+
+
+def _bare_chat_span(attributes: dict, start_ns: int) -> Callable[[Tracer], None]:
+    def write(tracer: Tracer) -> None:
+        span = tracer.start_span(
+            "chat",
+            kind=SpanKind.CLIENT,
+            start_time=start_ns,
+            attributes={
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": "gpt-4o-mini",
+                "gen_ai.input.messages": json.dumps(
+                    [{"role": "user", "parts": [{"type": "text", "content": QUESTION}]}]
+                ),
+                "gen_ai.output.messages": json.dumps(
+                    [{"role": "assistant", "parts": [{"type": "text", "content": "Yes."}]}]
+                ),
+                **attributes,
+            },
+        )
+        span.end(end_time=start_ns + CHAT_DURATION_NS)
+
+    return write

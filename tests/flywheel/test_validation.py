@@ -210,6 +210,18 @@ CASES = [
         "parameters",
         [name_value for name_value in METADATA_VALUES if name_value[0].startswith(("key", "too"))],
     ),
+    (
+        "/v1/embeddings",
+        {"model": "flywheel:embedding", "input": BAD},
+        "input",
+        [*STRING_VALUES, *NUMBER_VALUES],
+    ),
+    (
+        "/v1/embeddings",
+        {"model": "flywheel:embedding", "input": ["fine", BAD]},
+        "input.1",
+        STRING_VALUES,
+    ),
 ]
 RATING_CASES = [
     ("ratings.0.comment", "comment", STRING_VALUES),
