@@ -3,10 +3,14 @@ database), the machine's Redis (on a database of the tests' own) and a real Cele
 
 import os
 import socket
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 import redis
+import requests
 from django.conf import settings
 
 from config.queues import Queue
@@ -242,3 +246,47 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+WEB_START_DEADLINE_SECONDS = 120
+
+
+def _answers(url: str) -> bool:
+    try:
+        requests.get(url, timeout=10)
+    except (requests.ConnectionError, requests.Timeout):  # not listening, or still loading
+        return False
+    return True
+
+
+@contextmanager
+def gunicorn_serving(
+    *, environment: dict[str, str], log_path: Path, ready_path: str = "/healthz"
+) -> Iterator[tuple[subprocess.Popen, str]]:
+    """gunicorn exactly as `make run` starts it (two worker processes, gunicorn.conf.py),
+    with `environment`; (its master process, its base URL) while it runs."""
+    from config.platform_runner import child_commands
+
+    port = free_port()
+    with log_path.open("wb") as log:
+        web = subprocess.Popen(
+            child_commands(host="127.0.0.1", port=port)["web"],
+            cwd=REPOSITORY_ROOT,
+            env=environment,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(
+            lambda: web.poll() is not None or _answers(f"{base_url}{ready_path}"),
+            what="gunicorn answering",
+            deadline_seconds=WEB_START_DEADLINE_SECONDS,
+            interval=0.5,
+        )
+        assert web.poll() is None, log_path.read_text(errors="replace")
+        yield web, base_url
+    finally:
+        web.terminate()
+        web.wait(timeout=60)

@@ -17,11 +17,9 @@ import psutil
 import pytest
 import requests
 
-from config.platform_runner import child_commands
-from tests.conftest import REPOSITORY_ROOT, free_port, wait_for, worker_environment
+from tests.conftest import REPOSITORY_ROOT, gunicorn_serving, wait_for, worker_environment
 
 OUTAGE_DATABASE_NAME = "flywheel_outage"
-WEB_START_DEADLINE_SECONDS = 120
 RECOVERY_DEADLINE_SECONDS = 60
 ADMIN_USERNAME = "outage-admin"
 ADMIN_PASSWORD = "pw-outage-admin"
@@ -89,43 +87,14 @@ def outage_stack(tmp_path_factory):
         "DJANGO_SETTINGS_MODULE": "config.settings.development",
         "FLYWHEEL_TORCH_THREADS": "1",
     }
-    web = None
     try:
         _run(["manage.py", "migrate", "--no-input", "-v", "0"], environment)
         secret_key = _run(["-c", SEED_DATABASE], environment).split()[-1]
-        port = free_port()
-        with web_log.open("wb") as log:
-            web = subprocess.Popen(
-                child_commands(host="127.0.0.1", port=port)["web"],
-                cwd=REPOSITORY_ROOT,
-                env=environment,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        base_url = f"http://127.0.0.1:{port}"
-        wait_for(
-            lambda: web.poll() is not None or _answers(f"{base_url}/healthz"),
-            what="gunicorn answering",
-            deadline_seconds=WEB_START_DEADLINE_SECONDS,
-            interval=0.5,
-        )
-        assert web.poll() is None, web_log.read_text(errors="replace")
-        yield postgres, base_url, web, secret_key
+        with gunicorn_serving(environment=environment, log_path=web_log) as (web, base_url):
+            yield postgres, base_url, web, secret_key
     finally:
-        if web is not None:
-            web.terminate()
-            web.wait(timeout=60)
         postgres.remove()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=10)
-    except (requests.ConnectionError, requests.Timeout):  # not listening, or still loading
-        return False
-    return True
 
 
 def _signed_in_session(base_url: str) -> requests.Session:

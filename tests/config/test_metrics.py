@@ -18,7 +18,6 @@ from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.celery import app as celery_app
-from config.platform_runner import child_commands
 from config.queues import Queue
 from config.settings.database import database_url_from_config
 from feedback.services.reviews import review_submit
@@ -28,14 +27,12 @@ from retrain.models import Job
 from tests.conftest import (
     REPOSITORY_ROOT,
     bearer,
-    free_port,
+    gunicorn_serving,
     index_folder,
-    wait_for,
     worker_environment,
 )
 
 REQUESTS = "flywheel_http_request_duration_seconds"
-WEB_START_DEADLINE_SECONDS = 120
 # An API path no endpoint has: a JSON 404 that needs no database.
 MISSING_API_PATH = "/api/v1/no-such-endpoint"
 MISSING_API_ROUTE = r"^(?:v1|api)(?:/.*)?$"
@@ -247,18 +244,9 @@ def test_in_production_a_plain_http_scrape_answers_with_the_database_and_redis_d
     assert value(samples, "flywheel_redis_up") == 0
 
 
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=10)
-    except (requests.ConnectionError, requests.Timeout):
-        return False
-    return True
-
-
 @contextmanager
-def gunicorn_serving(*, log_path: Path, environment: dict[str, str]) -> Iterator[str]:
-    """gunicorn exactly as `make run` starts it (two worker processes, gunicorn.conf.py read
-    from the repository root) on the test database; its base URL while it runs."""
+def gunicorn_on_the_test_database(*, log_path: Path, environment: dict[str, str]) -> Iterator[str]:
+    """gunicorn as `make run` starts it on the test database; its base URL while it runs."""
     from django.db import connection
 
     environment = (
@@ -266,29 +254,11 @@ def gunicorn_serving(*, log_path: Path, environment: dict[str, str]) -> Iterator
         | {"FLYWHEEL_TORCH_THREADS": "1"}
         | environment
     )
-    port = free_port()
-    with log_path.open("wb") as log:
-        web = subprocess.Popen(
-            child_commands(host="127.0.0.1", port=port)["web"],
-            cwd=REPOSITORY_ROOT,
-            env=environment,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(
-            lambda: web.poll() is not None or _answers(f"{base_url}/metrics"),
-            what="gunicorn answering",
-            deadline_seconds=WEB_START_DEADLINE_SECONDS,
-            interval=0.5,
-        )
-        assert web.poll() is None, log_path.read_text(errors="replace")
+    with gunicorn_serving(environment=environment, log_path=log_path, ready_path="/metrics") as (
+        _,
+        base_url,
+    ):
         yield base_url
-    finally:
-        web.terminate()
-        web.wait(timeout=60)
 
 
 def test_every_gunicorn_process_reports_the_requests_of_all(django_db_setup, tmp_path):
@@ -300,7 +270,7 @@ def test_every_gunicorn_process_reports_the_requests_of_all(django_db_setup, tmp
     labels = {"route": MISSING_API_ROUTE, "method": "GET", "status": "404"}
     answered = 24
 
-    with gunicorn_serving(
+    with gunicorn_on_the_test_database(
         log_path=tmp_path / "web.log",
         environment={"PROMETHEUS_MULTIPROC_DIR": str(metrics_folder)},
     ) as base_url:
