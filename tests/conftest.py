@@ -290,3 +290,20 @@ def gunicorn_serving(
     finally:
         web.terminate()
         web.wait(timeout=60)
+
+
+@contextmanager
+def gunicorn_on_the_test_database(*, log_path: Path, environment: dict[str, str]) -> Iterator[str]:
+    """gunicorn as `make run` starts it on the test database; its base URL while it runs."""
+    from django.db import connection
+
+    environment = (
+        worker_environment(database_url_from_config(connection.settings_dict))
+        | {"FLYWHEEL_TORCH_THREADS": "1"}
+        | environment
+    )
+    with gunicorn_serving(environment=environment, log_path=log_path, ready_path="/metrics") as (
+        _,
+        base_url,
+    ):
+        yield base_url

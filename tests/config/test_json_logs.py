@@ -16,8 +16,7 @@ from config.queues import Queue
 from config.settings.database import database_url_from_config
 from retrain.jobs.lifecycle import job_create
 from retrain.models import Job
-from tests.config.test_metrics import gunicorn_serving
-from tests.conftest import wait_for, worker_start
+from tests.conftest import gunicorn_on_the_test_database, wait_for, worker_start
 
 # An API path no endpoint has: Django logs its 404 (logger django.request).
 MISSING_API_PATH = "/api/v1/no-such-endpoint"
@@ -139,7 +138,9 @@ def test_a_job_on_a_real_worker_logs_json_with_its_task_and_job_ids(project, tmp
 
 def test_under_gunicorn_every_line_is_json_and_a_request_carries_its_id(django_db_setup, tmp_path):
     log_path = tmp_path / "web.log"
-    with gunicorn_serving(log_path=log_path, environment={"LOG_FORMAT": "json"}) as base_url:
+    with gunicorn_on_the_test_database(
+        log_path=log_path, environment={"LOG_FORMAT": "json"}
+    ) as base_url:
         response = requests.get(
             f"{base_url}{MISSING_API_PATH}", headers={"X-Request-ID": "probe-7"}, timeout=30
         )

@@ -6,10 +6,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 import requests
@@ -19,7 +16,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from config.celery import app as celery_app
 from config.queues import Queue
-from config.settings.database import database_url_from_config
 from feedback.services.reviews import review_submit
 from flywheel.models import IndexVersion, Interaction, ModelVersion
 from flywheel.services.interactions import interactions_log_batch
@@ -27,9 +23,8 @@ from retrain.models import Job
 from tests.conftest import (
     REPOSITORY_ROOT,
     bearer,
-    gunicorn_serving,
+    gunicorn_on_the_test_database,
     index_folder,
-    worker_environment,
 )
 
 REQUESTS = "flywheel_http_request_duration_seconds"
@@ -242,23 +237,6 @@ def test_in_production_a_plain_http_scrape_answers_with_the_database_and_redis_d
     samples = samples_of(exposition)
     assert value(samples, "flywheel_database_up") == 0
     assert value(samples, "flywheel_redis_up") == 0
-
-
-@contextmanager
-def gunicorn_on_the_test_database(*, log_path: Path, environment: dict[str, str]) -> Iterator[str]:
-    """gunicorn as `make run` starts it on the test database; its base URL while it runs."""
-    from django.db import connection
-
-    environment = (
-        worker_environment(database_url_from_config(connection.settings_dict))
-        | {"FLYWHEEL_TORCH_THREADS": "1"}
-        | environment
-    )
-    with gunicorn_serving(environment=environment, log_path=log_path, ready_path="/metrics") as (
-        _,
-        base_url,
-    ):
-        yield base_url
 
 
 def test_every_gunicorn_process_reports_the_requests_of_all(django_db_setup, tmp_path):
