@@ -2,16 +2,19 @@
 
 The API path is what an app that logs its own LLM's answers uses: POST /api/v1/interactions
 with batches of up to 1000, over HTTP to a threaded WSGI server, authenticated with a secret
-key, validated by django-ninja and stored by the ORM in one transaction per batch. The COPY
-path writes the same rows, in the same batches, straight into the same table: the floor the
-database sets, against which the API's overhead is read.
+key, validated by pydantic straight from the JSON, and stored in one transaction per batch
+(COPY into a staging table, then one INSERT … SELECT that keeps idempotency keys exact). The
+COPY path writes the same rows, in the same batches, straight into the same table: the floor
+the database sets, against which the API's overhead is read.
 
-Run from the repository root: .venv/bin/python bench/ingestion.py [--count 20000]
+Run from the repository root: .venv/bin/python bench/ingestion.py [--count 20000] [--rounds 3]
 """
 
 import argparse
 import json
+import os
 import random
+import statistics
 import sys
 import time
 import uuid
@@ -23,6 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench._setup import bench_django_setup, machine_context, table, wsgi_server
 
 API_BATCH_LIMIT = 1000
+API_PATH = "POST /api/v1/interactions"
+COPY_PATH = "psycopg COPY"
+# A database of its own, so that this benchmark may run while another one does.
+DATABASE_NAME = "flywheel_bench_ingestion"
 
 SYSTEM_PROMPT = (
     "You are Acme's support assistant. Answer from the context passages; if they do not hold "
@@ -166,9 +173,26 @@ COPY_COLUMNS = [
 ]
 
 
-def copy_row(item: dict, *, project_id: int) -> tuple:
-    """The row the API's service would store for `item` (the columns the ORM fills; the
-    model version, index version and query embedding stay NULL for logged interactions)."""
+def columns_left_to_defaults() -> dict[str, object]:
+    """The interaction table's other columns that have a value for a logged interaction (its
+    model default: "" for the text columns, say), as the API's service fills them; the model
+    version, index version and query embedding stay NULL."""
+    from django.db import connection
+
+    from flywheel.models import Interaction
+
+    defaults = {}
+    for field in Interaction._meta.concrete_fields:
+        if field.generated or field.column in COPY_COLUMNS:
+            continue
+        default = field.get_db_prep_save(field.get_default(), connection)
+        if default is not None:
+            defaults[field.column] = default
+    return defaults
+
+
+def copy_row(item: dict, *, project_id: int, defaults: dict[str, object]) -> tuple:
+    """The row the API's service would store for `item`, without its request hash."""
     query_text = next(m["content"] for m in reversed(item["messages"]) if m["role"] == "user")
     return (
         uuid.uuid4(),
@@ -187,6 +211,7 @@ def copy_row(item: dict, *, project_id: int) -> tuple:
         item["completion_tokens"],
         json.dumps(item["metadata"]),
         item["created_at"],
+        *defaults.values(),
     )
 
 
@@ -195,7 +220,9 @@ def ingest_with_copy(*, database_url: str, project_id: int, batches: list[list[d
     encoding of the rows counts, as the API's parsing does."""
     import psycopg
 
-    statement = f"COPY flywheel_interaction ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+    defaults = columns_left_to_defaults()
+    columns = [*COPY_COLUMNS, *defaults]
+    statement = f"COPY flywheel_interaction ({', '.join(columns)}) FROM STDIN"
     with psycopg.connect(database_url) as connection:
         started = time.perf_counter()
         for batch in batches:
@@ -205,7 +232,7 @@ def ingest_with_copy(*, database_url: str, project_id: int, batches: list[list[d
                 cursor.copy(statement) as copy,
             ):
                 for item in batch:
-                    copy.write_row(copy_row(item, project_id=project_id))
+                    copy.write_row(copy_row(item, project_id=project_id, defaults=defaults))
         return time.perf_counter() - started
 
 
@@ -214,11 +241,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="interactions per path")
     parser.add_argument("--batch-size", type=int, default=API_BATCH_LIMIT, help="per request")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rounds", type=int, default=3, help="turns each path takes")
     args = parser.parse_args()
     if not 1 <= args.batch_size <= API_BATCH_LIMIT:
         parser.error(f"--batch-size must be between 1 and {API_BATCH_LIMIT}")
 
-    database_url = bench_django_setup()
+    database_url = bench_django_setup(DATABASE_NAME)
     print(machine_context())
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · ingestion of {args.count} interactions")
 
@@ -236,21 +264,31 @@ def main() -> None:
         f"{sum(map(len, bodies)) / len(interactions):.0f} bytes of JSON per interaction"
     )
 
+    # The paths take turns, each from an empty table, so that a change in the machine's load
+    # weighs on both; the median round counts.
+    seconds_by_path: dict[str, list[float]] = {API_PATH: [], COPY_PATH: []}
     with wsgi_server() as base_url:
         # The first request imports the URL configuration and opens the database connection.
         ingest_through_api(base_url=base_url, raw_key=raw_key, bodies=bodies[:1])
-        table_clear()
-        api_seconds = ingest_through_api(base_url=base_url, raw_key=raw_key, bodies=bodies)
-    if stored_count(project.pk) != args.count:
-        raise SystemExit(f"the API stored {stored_count(project.pk)} of {args.count}")
+        for round_number in range(1, args.rounds + 1):
+            table_clear()
+            seconds_by_path[API_PATH].append(
+                ingest_through_api(base_url=base_url, raw_key=raw_key, bodies=bodies)
+            )
+            if stored_count(project.pk) != args.count:
+                raise SystemExit(f"the API stored {stored_count(project.pk)} of {args.count}")
+            table_clear()
+            seconds_by_path[COPY_PATH].append(
+                ingest_with_copy(database_url=database_url, project_id=project.pk, batches=batches)
+            )
+            if stored_count(project.pk) != args.count:
+                raise SystemExit(f"COPY stored {stored_count(project.pk)} of {args.count}")
+            print(
+                f"round {round_number}: API {seconds_by_path[API_PATH][-1]:.2f} s, "
+                f"COPY {seconds_by_path[COPY_PATH][-1]:.2f} s"
+            )
 
-    table_clear()
-    copy_seconds = ingest_with_copy(
-        database_url=database_url, project_id=project.pk, batches=batches
-    )
-    if stored_count(project.pk) != args.count:
-        raise SystemExit(f"COPY stored {stored_count(project.pk)} of {args.count}")
-
+    api_seconds, copy_seconds = (statistics.median(seconds_by_path[p]) for p in seconds_by_path)
     api_rate, copy_rate = args.count / api_seconds, args.count / copy_seconds
     rows = [
         [
@@ -259,15 +297,13 @@ def main() -> None:
             f"{args.count / seconds:,.0f}",
             f"{seconds * 1000 / len(batches):.0f}",
         ]
-        for name, seconds in [
-            ("POST /api/v1/interactions", api_seconds),
-            ("psycopg COPY", copy_seconds),
-        ]
+        for name, seconds in [(API_PATH, api_seconds), (COPY_PATH, copy_seconds)]
     ]
     print()
-    print(table(["path", "seconds", "interactions/s", "ms per batch"], rows))
+    print(table(["path", "median s", "interactions/s", "ms per batch"], rows))
     print(
-        f"\nAPI / COPY throughput: {api_rate / copy_rate:.2f} (COPY is {copy_rate / api_rate:.1f}x)"
+        f"\nAPI / COPY throughput: {api_rate / copy_rate:.2f} "
+        f"(COPY is {copy_rate / api_rate:.1f}x); load average {os.getloadavg()[0]:.1f} at the end"
     )
 
 

