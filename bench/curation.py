@@ -43,6 +43,7 @@ import argparse
 import hashlib
 import math
 import multiprocessing
+import os
 import random
 import re
 import resource
@@ -529,6 +530,8 @@ def feedback_generate(
     """Rows for COPY: interactions, ratings and reviews, in the order of their columns."""
     from psycopg.types.json import Jsonb
 
+    from flywheel.models import Interaction
+
     rng = random.Random(SEED)
     sections = knowledge_base_sections()
     # A long tail: a few questions are asked very often, most rarely.
@@ -615,6 +618,8 @@ def feedback_generate(
                 rng.randint(20, 120),
                 Jsonb(metadata),
                 created_at,
+                Interaction.AnsweredFrom.GENERATED,
+                "",
             )
         )
 
@@ -639,6 +644,7 @@ def feedback_generate(
                     decision,
                     ideal if decision == "corrected" else "",
                     "",
+                    rated_at + timedelta(days=1),
                     rated_at + timedelta(days=1),
                 )
             )
@@ -679,6 +685,8 @@ INTERACTION_COLUMNS = {
     "completion_tokens": "integer",
     "metadata": "jsonb",
     "created_at": "timestamptz",
+    "answered_from": "varchar",
+    "request_hash": "varchar",
 }
 RATING_COLUMNS = {
     "interaction_id": "uuid",
@@ -699,22 +707,42 @@ REVIEW_COLUMNS = {
     "ideal_answer": "text",
     "note": "text",
     "created_at": "timestamptz",
+    "updated_at": "timestamptz",
 }
 
 
-def rows_copy(*, database_url: str, table_name: str, columns: dict[str, str], rows) -> None:
+def _unnamed_defaults(model, columns: dict[str, str]) -> dict[str, object]:
+    """The Django defaults of `model`'s required columns that `columns` leaves out: a column
+    added to the model later (with a default in Python, not in the database) is filled."""
+    from django.db.models import NOT_PROVIDED, GeneratedField
+
+    return {
+        field.column: field.get_default()
+        for field in model._meta.concrete_fields
+        if field.column not in columns
+        and not field.null
+        and not field.primary_key
+        and not isinstance(field, GeneratedField)
+        and field.db_default is NOT_PROVIDED
+    }
+
+
+def rows_copy(*, database_url: str, model, columns: dict[str, str], rows) -> None:
     import psycopg
     from pgvector.psycopg import register_vector
+    from psycopg.types.json import Jsonb
 
+    defaults = _unnamed_defaults(model, columns)
+    extra = tuple(
+        Jsonb(value) if isinstance(value, dict | list) else value for value in defaults.values()
+    )
+    table_name = model._meta.db_table
     with psycopg.connect(database_url) as connection:
         register_vector(connection)
-        names = ", ".join(columns)
-        with connection.cursor().copy(
-            f"COPY {table_name} ({names}) FROM STDIN (FORMAT BINARY)"
-        ) as copy:
-            copy.set_types(list(columns.values()))
+        names = ", ".join([*columns, *defaults])
+        with connection.cursor().copy(f"COPY {table_name} ({names}) FROM STDIN") as copy:
             for row in rows:
-                copy.write_row(row)
+                copy.write_row((*row, *extra))
         connection.execute(f"ANALYZE {table_name}")
 
 
@@ -761,7 +789,8 @@ def project_load(*, database_url: str, count: int, questions, vectors, slug: str
     """A project holding `count` rated interactions; returns it with the ids `curate` takes."""
     from django.contrib.auth import get_user_model
 
-    from flywheel.models import IndexVersion, ModelVersion, Project
+    from feedback.models import Rating, Review
+    from flywheel.models import IndexVersion, Interaction, ModelVersion, Project
     from retrain.selectors import interaction_ids_with_feedback
 
     project = Project.objects.create(name=f"Curation bench {slug}", slug=slug)
@@ -784,12 +813,12 @@ def project_load(*, database_url: str, count: int, questions, vectors, slug: str
         model_version_id=model_version.pk,
         reviewer_id=reviewer.pk,
     )
-    for table_name, columns, rows in [
-        ("flywheel_interaction", INTERACTION_COLUMNS, generated.interactions),
-        ("feedback_rating", RATING_COLUMNS, generated.ratings),
-        ("feedback_review", REVIEW_COLUMNS, generated.reviews),
+    for model, columns, rows in [
+        (Interaction, INTERACTION_COLUMNS, generated.interactions),
+        (Rating, RATING_COLUMNS, generated.ratings),
+        (Review, REVIEW_COLUMNS, generated.reviews),
     ]:
-        rows_copy(database_url=database_url, table_name=table_name, columns=columns, rows=rows)
+        rows_copy(database_url=database_url, model=model, columns=columns, rows=rows)
     return project, interaction_ids_with_feedback(project=project), generated.kinds
 
 
@@ -798,23 +827,27 @@ def project_of_distinct_questions_copy(*, source, slug: str):
     is the representative of a cluster of its own, as if no two questions were alike: a
     snapshot of it writes a record for each example that is not excluded."""
     from django.db import connection
+    from django.db.models import GeneratedField
 
-    from flywheel.models import Project
+    from feedback.models import Rating
+    from flywheel.models import Interaction, Project
+    from retrain.models import InstructionExample
 
     target = Project.objects.create(name=f"Curation bench {slug}", slug=slug)
-    interaction_columns = [c for c in INTERACTION_COLUMNS if c not in ("id", "project_id")]
-    rating_columns = [c for c in RATING_COLUMNS if c != "interaction_id"]
-    example_columns = [
-        "signal",
-        "exclusion_reason",
-        "messages",
-        "rejected_answer",
-        "content_hash",
-        "question_embedding",
-        "split",
-        "quality",
-        "curated_at",
-    ]
+
+    def copied_columns(model, *, without: set[str]) -> list[str]:
+        return [
+            field.column
+            for field in model._meta.concrete_fields
+            if field.column not in without and not isinstance(field, GeneratedField)
+        ]
+
+    interaction_columns = copied_columns(Interaction, without={"id", "project_id"})
+    rating_columns = copied_columns(Rating, without={"id", "interaction_id"})
+    example_columns = copied_columns(
+        InstructionExample,
+        without={"id", "project_id", "interaction_id", "status", "cluster", "first_of_question"},
+    )
 
     def listed(columns: list[str], alias: str) -> str:
         return ", ".join(f"{alias}.{column}" for column in columns)
@@ -871,7 +904,11 @@ def curation_run(*, project, interaction_ids: list, batch_size: int) -> float:
         done = start + len(batch)
         if done % PROGRESS_EVERY < batch_size or done == len(interaction_ids):
             rate = done / (time.perf_counter() - started)
-            print(f"  curated {done:,}/{len(interaction_ids):,} ({rate:.0f}/s)", file=sys.stderr)
+            print(
+                f"  curated {done:,}/{len(interaction_ids):,} ({rate:.0f}/s, "
+                f"load average {os.getloadavg()[0]:.1f})",
+                file=sys.stderr,
+            )
     return python_peak
 
 
@@ -894,25 +931,24 @@ def near_duplicate_search_check(*, project) -> tuple[int, float, float]:
     """How well curation's nearest-stored-example search does once everything is curated: for
     one interaction of each distinct question, whether it finds a stored example of the same
     question (distance 0: the true nearest) and whether it finds any within the threshold."""
-    from django.db import transaction
+    from django.db import connection, transaction
 
-    from flywheel.models import Interaction
     from retrain.curation.dedupe import _stored_nearest
     from retrain.curation.policy import curation_policy_get
-    from retrain.models import InstructionExample
 
-    one_per_question = (
-        Interaction.objects.filter(project=project, instruction_example__isnull=False)
-        .order_by("query_text", "pk")
-        .distinct("query_text")
-        .values_list("pk", "query_embedding")
-    )
-    probes = [
-        InstructionExample(interaction_id=pk, question_embedding=embedding)
-        for pk, embedding in one_per_question
-    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT ON (interaction.query_text) interaction.id, "
+            "interaction.query_embedding::text FROM flywheel_interaction AS interaction "
+            "JOIN retrain_instructionexample AS example ON example.interaction_id = interaction.id "
+            "WHERE interaction.project_id = %s ORDER BY interaction.query_text, interaction.id",
+            [project.pk],
+        )
+        probes = cursor.fetchall()
     with transaction.atomic():  # the search sets its planner settings for one transaction
-        found = _stored_nearest(project_id=project.pk, examples=probes)
+        _, found = _stored_nearest(
+            project_id=project.pk, questions=probes, searched=list(range(len(probes)))
+        )
     distances = np.array([distance for _, distance in found])
     threshold = curation_policy_get(project=project).near_duplicate_threshold
     return len(probes), float((distances < 1e-6).mean()), float((distances <= 1 - threshold).mean())

@@ -7,7 +7,9 @@ embedding models named by an artifact reference are fetched from the artifact st
 process's cache first (flywheel/artifacts.py).
 """
 
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,6 +25,13 @@ _embedders: dict[Path, object] = {}
 _generators: dict[Path, "Generator"] = {}
 
 EMBEDDING_DIMENSIONS = 384
+
+# Embeddings already computed, by model folder and the sha256 of the text: a question asked
+# again (curation meets popular ones thousands of times, retrieval the same query) is embedded
+# once per process. Least recently used first out; full, it holds about 30 MiB of vectors.
+EMBEDDING_CACHE_MAX_TEXTS = 20_000
+_embedding_cache: OrderedDict[tuple[Path, bytes], np.ndarray] = OrderedDict()
+_embedding_cache_lock = threading.Lock()
 
 
 @dataclass
@@ -210,10 +219,14 @@ def _require_folder(path: Path, *, what: str) -> None:
         )
 
 
+def _embedder_folder(path: Path | str | None) -> Path:
+    return artifact_folder(path or embedding_model_path()).resolve()
+
+
 def load_embedder(path: Path | str | None = None):
     """A sentence-transformers model; `path` (a folder or an artifact reference) defaults to
     FLYWHEEL_EMBEDDING_MODEL."""
-    path = artifact_folder(path or embedding_model_path()).resolve()
+    path = _embedder_folder(path)
     with _registry_lock:
         if path not in _embedders:
             _require_folder(path, what="embedding")
@@ -225,11 +238,38 @@ def load_embedder(path: Path | str | None = None):
 
 
 def embed_texts(texts: list[str], *, path: Path | str | None = None) -> np.ndarray:
-    """Unit-length embeddings, one row per text (cosine similarity is then a dot product)."""
+    """Unit-length embeddings, one row per text (cosine similarity is then a dot product).
+
+    Each distinct text is embedded once: a text repeated in `texts`, or embedded earlier by
+    this process with the same model, takes the vector already computed (the model gives a
+    text the same vector whatever it is batched with, to float rounding)."""
     embedder = load_embedder(path)
-    return embedder.encode(
-        texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-    )
+    if not texts:
+        return embedder.encode(
+            texts, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
+        )
+    folder = _embedder_folder(path)
+    keys = [(folder, hashlib.sha256(text.encode()).digest()) for text in texts]
+    vectors: dict[tuple[Path, bytes], np.ndarray] = {}
+    with _embedding_cache_lock:
+        for key in keys:
+            if key in _embedding_cache:
+                _embedding_cache.move_to_end(key)
+                vectors[key] = _embedding_cache[key]
+    missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in vectors}
+    if missing:
+        computed = embedder.encode(
+            list(missing.values()),
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        with _embedding_cache_lock:
+            for key, vector in zip(missing, computed, strict=True):
+                vectors[key] = _embedding_cache[key] = vector.copy()
+            while len(_embedding_cache) > EMBEDDING_CACHE_MAX_TEXTS:
+                _embedding_cache.popitem(last=False)
+    return np.array([vectors[key] for key in keys])
 
 
 def load_generator(path: Path | str | None = None) -> Generator:

@@ -1,12 +1,14 @@
 """Near-duplicate clustering of examples by the cosine similarity of their questions: each
 cluster's best-rated member is its representative, the only one that enters datasets."""
 
+import functools
 import math
 
 import numpy as np
 from django.db import connection
 
 from flywheel.models import Interaction
+from retrain.curation.examples import CuratedExample, StoredExample
 from retrain.curation.split import split_for_cluster
 from retrain.models import CurationPolicy, InstructionExample
 
@@ -17,33 +19,35 @@ Status = InstructionExample.Status
 NEAR_DUPLICATE_EF_SEARCH = 100
 
 
-# Up to this many stored examples, a near-duplicate search compares the question with every
-# one of them (exact, and cheap); past it, it goes through the HNSW index.
-EXACT_SEARCH_MAX_EXAMPLES = 2_000
+# Up to this many first examples of their question (one per distinct question), a
+# near-duplicate search compares the question with every one of them (exact, and cheap); past
+# it, it goes through the HNSW index, approximately.
+EXACT_SEARCH_MAX_EXAMPLES = 500
 
 
 SIMILARITY_BLOCK_ROWS = 512  # new examples compared with each other per matrix product
 
 
 def clusters_assign(
-    *, project_id: int, examples: list[InstructionExample], policy: CurationPolicy
+    *, project_id: int, examples: list[CuratedExample], policy: CurationPolicy
 ) -> None:
     """Give each new example, in order, its id, its cluster and its split. The cluster is an
     exact duplicate's (same content hash), else that of the nearest question within the
     policy's threshold, among the stored examples and the new ones before it; else a cluster
-    of its own, named by the example's id."""
+    of its own, named by the example's id. The first new example of a question embedding no
+    stored example has is marked the first of its question."""
     if not examples:
         return
     for example, example_id in zip(examples, _example_ids_reserve(len(examples)), strict=True):
         example.pk = example_id
-    stored_cluster_by_hash = dict(
-        InstructionExample.objects.filter(
-            project_id=project_id, content_hash__in={example.content_hash for example in examples}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT ON (content_hash) content_hash, cluster "
+            f"FROM {InstructionExample._meta.db_table} "
+            "WHERE project_id = %s AND content_hash = ANY(%s) ORDER BY content_hash, id",
+            [project_id, list({example.content_hash for example in examples})],
         )
-        .order_by("content_hash", "pk")
-        .distinct("content_hash")
-        .values_list("content_hash", "cluster")
-    )
+        stored_cluster_by_hash = dict(cursor.fetchall())
     first_position_by_hash: dict[str, int] = {}
     searched = []  # positions of the examples with no exact duplicate
     for position, example in enumerate(examples):
@@ -52,11 +56,17 @@ def clusters_assign(
         if example.content_hash not in first_position_by_hash:
             first_position_by_hash[example.content_hash] = position
             searched.append(position)
-    stored_nearest = _stored_nearest(
-        project_id=project_id, examples=[examples[position] for position in searched]
+    stored_questions, stored_nearest = _stored_nearest(
+        project_id=project_id,
+        questions=[(example.interaction_id, example.question_embedding) for example in examples],
+        searched=searched,
     )
+    vectors = {
+        embedding: _vector_parse(embedding)
+        for embedding in {example.question_embedding for example in examples}
+    }
     earlier_nearest = _earlier_nearest(
-        np.array([example.question_embedding for example in examples], dtype=np.float64),
+        np.array([vectors[example.question_embedding] for example in examples], dtype=np.float64),
         positions=searched,
     )
     candidates = dict(zip(searched, zip(stored_nearest, earlier_nearest, strict=True), strict=True))
@@ -79,28 +89,46 @@ def clusters_assign(
         example.split = split_for_cluster(
             project_id=project_id, cluster=example.cluster, eval_fraction=policy.eval_fraction
         )
+        if example.question_embedding not in stored_questions:
+            example.first_of_question = True
+            stored_questions.add(example.question_embedding)
+
+
+# Question embeddings parsed, across batches: popular questions come back in every batch.
+PARSED_VECTORS_CACHE_SIZE = 5_000
+
+
+@functools.lru_cache(maxsize=PARSED_VECTORS_CACHE_SIZE)
+def _vector_parse(text: str) -> np.ndarray:
+    """pgvector's text form as the vector field reads it (float32); not to be modified."""
+    return np.fromstring(text[1:-1], dtype=np.float64, sep=",").astype(np.float32)
 
 
 def _stored_nearest(
-    *, project_id: int, examples: list[InstructionExample]
-) -> list[tuple[int | None, float]]:
-    """For each example's question, the cluster of the project's nearest stored example and
-    its cosine distance ((None, inf) with none stored), in one query for all of them. A
-    question asked again in the batch is searched once.
+    *, project_id: int, questions: list[tuple[object, str]], searched: list[int]
+) -> tuple[set[str], list[tuple[int | None, float]]]:
+    """Of `questions`, (interaction id, its question embedding in pgvector's text form): the
+    embeddings that a stored example is the first of, and for the question at each of
+    `searched`, the cluster of the project's nearest stored question and its cosine distance
+    ((None, inf) with none stored); in one query for all of them, one row per distinct
+    embedding.
 
-    Up to EXACT_SEARCH_MAX_EXAMPLES stored examples, every one is compared. Past that, the
-    HNSW index finds the nearest approximately; with many copies of the same question stored,
-    as popular questions make, it misses more often (see bench/README.md).
+    Only the first example of each question is searched (`first_of_question`): the nearest of
+    them is as near as the nearest example, and a question asked a thousand times is one
+    candidate, not a thousand. A stored copy of the very question is found by equality, at
+    distance 0. Other questions are compared with every first example up to
+    EXACT_SEARCH_MAX_EXAMPLES of them; past that, the HNSW index finds the nearest
+    approximately.
     """
-    embedding_keys = [np.asarray(example.question_embedding).tobytes() for example in examples]
-    first_by_embedding: dict[bytes, int] = {}
-    for index, key in enumerate(embedding_keys):
-        first_by_embedding.setdefault(key, index)
-    searched = list(first_by_embedding.values())
-    if not searched:
-        return []
-    stored = InstructionExample.objects.filter(project_id=project_id)
-    exact = not stored[EXACT_SEARCH_MAX_EXAMPLES:].exists()
+    searched_embeddings = {questions[position][1] for position in searched}
+    interaction_by_embedding: dict[str, object] = {}
+    for interaction_id, embedding in questions:
+        interaction_by_embedding.setdefault(embedding, interaction_id)
+    embeddings = list(interaction_by_embedding)
+    first_examples = InstructionExample.objects.filter(
+        project_id=project_id, first_of_question=True
+    )
+    exact = not first_examples[EXACT_SEARCH_MAX_EXAMPLES:].exists()
     distance = "example.question_embedding <=> interaction.query_embedding"
     with connection.cursor() as cursor:
         if not exact:
@@ -112,23 +140,46 @@ def _stored_nearest(
             # say it is small, and the planner would sort all its examples by distance for
             # every question: quadratic. Without a sort, only the HNSW index gives the order.
             cursor.execute("SET LOCAL enable_sort = off")
+        table = InstructionExample._meta.db_table
         cursor.execute(
-            "SELECT candidate.position, nearest.cluster, nearest.distance "
-            "FROM unnest(%s::uuid[]) WITH ORDINALITY AS candidate(interaction_id, position) "
+            "SELECT candidate.position, same.cluster, nearest.cluster, nearest.distance "
+            "FROM unnest(%s::uuid[], %s::boolean[]) WITH ORDINALITY "
+            "AS candidate(interaction_id, searched, position) "
             f"JOIN {Interaction._meta.db_table} AS interaction "
             "ON interaction.id = candidate.interaction_id "
-            f"CROSS JOIN LATERAL (SELECT example.cluster, {distance} AS distance "
-            f"FROM {InstructionExample._meta.db_table} AS example "
-            "WHERE example.project_id = %s "
+            f"LEFT JOIN LATERAL (SELECT example.cluster FROM {table} AS example "
+            "WHERE example.project_id = %s AND example.first_of_question "
+            "AND example.question_embedding = interaction.query_embedding "
+            # A limit keeps it a lookup per candidate: flattened into a join, it would compare
+            # every candidate with every first example while the project's statistics are stale.
+            "LIMIT 1) AS same ON true "
+            f"LEFT JOIN LATERAL (SELECT example.cluster, {distance} AS distance "
+            f"FROM {table} AS example "
+            "WHERE candidate.searched AND same.cluster IS NULL "
+            "AND example.project_id = %s AND example.first_of_question "
             # Adding zero hides the order from the HNSW index: every example is compared.
-            f"ORDER BY {f'({distance}) + 0' if exact else distance} LIMIT 1) AS nearest",
-            [[examples[index].interaction_id for index in searched], project_id],
+            f"ORDER BY {f'({distance}) + 0' if exact else distance} LIMIT 1) AS nearest ON true",
+            [
+                [interaction_by_embedding[embedding] for embedding in embeddings],
+                [embedding in searched_embeddings for embedding in embeddings],
+                project_id,
+                project_id,
+            ],
         )
         rows = cursor.fetchall()
         if not exact:
             cursor.execute("SET LOCAL enable_sort = on")  # the rest of the transaction sorts
-    found = {searched[position - 1]: (cluster, distance) for position, cluster, distance in rows}
-    return [found.get(first_by_embedding[key], (None, math.inf)) for key in embedding_keys]
+    stored_questions = set()
+    found: dict[str, tuple[int | None, float]] = {}
+    for position, same_cluster, nearest_cluster, nearest_distance in rows:
+        embedding = embeddings[position - 1]
+        if same_cluster is not None:
+            stored_questions.add(embedding)
+            found[embedding] = (same_cluster, 0.0)
+        elif nearest_cluster is not None:
+            found[embedding] = (nearest_cluster, nearest_distance)
+    nearest = [found.get(questions[position][1], (None, math.inf)) for position in searched]
+    return stored_questions, nearest
 
 
 def _earlier_nearest(embeddings: np.ndarray, *, positions: list[int]) -> list[tuple[int, float]]:
@@ -151,8 +202,8 @@ def _earlier_nearest(embeddings: np.ndarray, *, positions: list[int]) -> list[tu
 def representatives_elect(
     *,
     project_id: int,
-    touched: list[InstructionExample],
-    removed: list[InstructionExample],
+    touched: list[CuratedExample],
+    removed: list[StoredExample],
     founded: set[int],
     included_before: set[int],
 ) -> tuple[list[int], set[int]]:
@@ -166,20 +217,20 @@ def representatives_elect(
     included example was touched or removed, or they have none or several), to be elected
     again from all their members once the batch is written.
     """
-    clusters = {example.cluster for example in [*touched, *removed]}
+    changed: list[CuratedExample | StoredExample] = [*touched, *removed]
+    clusters = {example.cluster for example in changed}
     untouched_representatives: dict[int, list[tuple[int, int]]] = {}
-    for cluster, pk, quality in (
-        InstructionExample.objects.filter(
-            project_id=project_id, status=Status.INCLUDED, cluster__in=clusters
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT cluster, id, quality FROM {InstructionExample._meta.db_table} "
+            "WHERE project_id = %s AND status = %s AND cluster = ANY(%s) "
+            "AND id <> ALL(%s)",  # the touched or removed ones
+            [project_id, Status.INCLUDED, list(clusters), list(included_before)],
         )
-        .exclude(pk__in=included_before)  # touched or removed
-        .values_list("cluster", "pk", "quality")
-    ):
-        untouched_representatives.setdefault(cluster, []).append((pk, quality))
-    disturbed = {
-        example.cluster for example in [*touched, *removed] if example.pk in included_before
-    }
-    eligible: dict[int, list[InstructionExample]] = {}
+        for cluster, pk, quality in cursor.fetchall():
+            untouched_representatives.setdefault(cluster, []).append((pk, quality))
+    disturbed = {example.cluster for example in changed if example.pk in included_before}
+    eligible: dict[int, list[CuratedExample]] = {}
     for example in touched:
         if example.status == Status.INCLUDED:  # a decision includes or excludes, never more
             eligible.setdefault(example.cluster, []).append(example)

@@ -74,6 +74,7 @@ equally specific candidates the longer wins.
 """
 
 import bisect
+import functools
 import ipaddress
 import json
 import math
@@ -234,6 +235,20 @@ def pii_scrub_counted(
         replaced[finding.kind] += 1
     pieces.append(text[position:])
     return "".join(pieces), replaced
+
+
+# Curation meets the same texts again and again (popular questions, templated answers): each
+# distinct text is scrubbed once per process for a given choice of kinds.
+PII_SCRUB_CACHE_TEXTS = 20_000
+
+
+@functools.lru_cache(maxsize=PII_SCRUB_CACHE_TEXTS)
+def pii_scrub_cached(
+    text: str, *, kinds: tuple[str, ...], scrub_private_ips: bool
+) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """`pii_scrub_counted`, remembered: the scrubbed text and (kind, count) pairs."""
+    scrubbed, replaced = pii_scrub_counted(text, kinds=kinds, scrub_private_ips=scrub_private_ips)
+    return scrubbed, tuple(replaced.items())
 
 
 def _without_overlaps(

@@ -2,9 +2,11 @@
 correction, thumbs, score), the answer to train on, or why it is excluded."""
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
 
-from feedback.models import LOW_SCORE_MAX, Rating, Review
-from flywheel.models import Interaction, Project
+from feedback.models import LOW_SCORE_MAX, Review
+from flywheel.models import Project
 from retrain.models import CurationPolicy, InstructionExample
 
 Signal = InstructionExample.Signal
@@ -27,6 +29,24 @@ def curation_policy_get(*, project: Project) -> CurationPolicy:
     return policy
 
 
+class RatingSignal(NamedTuple):
+    """What the policy reads of a rating (read in bulk, without a model instance per row)."""
+
+    id: int
+    thumb: str
+    score: int | None
+    correction: str
+    updated_at: datetime
+
+
+class ReviewSignal(NamedTuple):
+    """What the policy reads of an interaction's latest review."""
+
+    id: int
+    decision: str
+    ideal_answer: str
+
+
 @dataclass
 class CurationDecision:
     status: str
@@ -34,8 +54,8 @@ class CurationDecision:
     target: str  # the answer to train on (for a negative one: the answer that was bad)
     exclusion_reason: str = ""
     rejected_answer: str = ""
-    rating: Rating | None = None
-    review: Review | None = None
+    rating: RatingSignal | None = None
+    review: ReviewSignal | None = None
 
     @property
     def quality(self) -> int:
@@ -54,17 +74,18 @@ def _excluded(signal: str, reason: str, target: str, **provenance) -> CurationDe
 
 def curation_decide(
     *,
-    interaction: Interaction,
-    ratings: list[Rating],
-    review: Review | None,
+    question: str,
+    answer: str,
+    ratings: list[RatingSignal],
+    review: ReviewSignal | None,
     policy: CurationPolicy,
 ) -> CurationDecision:
-    """What the policy makes of an interaction. A review outranks end-user ratings."""
-    answer = interaction.response
+    """What the policy makes of an interaction (its question and the answer it was given). A
+    review outranks end-user ratings."""
     decision = _decide_by_signal(answer=answer, ratings=ratings, review=review, policy=policy)
     if decision.status != Status.INCLUDED:
         return decision
-    if len(interaction.query_text) > policy.max_question_chars:
+    if len(question) > policy.max_question_chars:
         return _excluded(decision.signal, "question too long", decision.target)
     if not policy.min_answer_chars <= len(decision.target) <= policy.max_answer_chars:
         return _excluded(decision.signal, "answer length outside the policy", decision.target)
