@@ -15,6 +15,12 @@ Chunks are embedded with the real model (flywheel.ml.loading.embed_texts; the ma
 cached under var/bench-cache/ so a rerun skips it), loaded with a binary COPY, and the HNSW
 and full-text indexes are rebuilt after the load, as one would for a bulk import.
 
+Measured side by side: HNSW recall@10 and latency per ef_search (on the product's HNSW build
+and on others), and every labelled query through retrieve() in vector, keyword and hybrid mode
+with each keyword query in turn: the one the product had before (any term, every match
+ranked), any term with only the first matches ranked, and the product's rare terms + AND
+fallback at several thresholds.
+
 Run from the repository root: .venv/bin/python bench/retrieval.py [--chunks 100000]
 """
 
@@ -22,12 +28,16 @@ import argparse
 import hashlib
 import os
 import random
+import re
 import string
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -709,11 +719,39 @@ def milliseconds_since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def timed_searches(search, query_vectors: np.ndarray) -> tuple[list[list[int]], list[float]]:
+    """The ids each query finds, and milliseconds per query."""
+    results, elapsed = [], []
+    for vector in query_vectors:
+        started = time.perf_counter()
+        results.append(search(vector))
+        elapsed.append(milliseconds_since(started))
+    return results, elapsed
+
+
+def exact_searches(
+    *, index_version_id: int, query_vectors: np.ndarray
+) -> tuple[list[list[int]], list[float]]:
+    """The true top 10 of every query (after 20 to warm the caches), with its latency."""
+
+    def exact(vector: np.ndarray) -> list[int]:
+        return exact_ranking(index_version_id=index_version_id, embedding=vector, limit=10)
+
+    for vector in query_vectors[:20]:
+        exact(vector)
+    return timed_searches(exact, query_vectors)
+
+
 def hnsw_against_exact(
-    *, index_version_id: int, query_vectors: np.ndarray, ef_search_values: list[int]
+    *,
+    index_version_id: int,
+    query_vectors: np.ndarray,
+    ef_search_values: list[int],
+    truths: list[list[int]],
+    build: str,
 ) -> list[list[str]]:
     """Recall@10 of vector_ranking (HNSW) against exact search, with the latency of each, for
-    the product's ef_search and the others asked for."""
+    the product's ef_search and the others asked for, on the index as `build` made it."""
     from flywheel.selectors import retrieval
 
     def hnsw(vector: np.ndarray) -> list[int]:
@@ -722,21 +760,8 @@ def hnsw_against_exact(
         )
         return [chunk for chunk, _ in ranking]
 
-    def exact(vector: np.ndarray) -> list[int]:
-        return exact_ranking(index_version_id=index_version_id, embedding=vector, limit=10)
-
-    def timed_runs(search) -> tuple[list[list[int]], list[float]]:
-        results, elapsed = [], []
-        for vector in query_vectors:
-            started = time.perf_counter()
-            results.append(search(vector))
-            elapsed.append(milliseconds_since(started))
-        return results, elapsed
-
-    for vector in query_vectors[:20]:  # warm the caches of both paths
+    for vector in query_vectors[:20]:  # warm the caches
         hnsw(vector)
-        exact(vector)
-    truths, exact_ms = timed_runs(exact)
     rows = []
     product_ef_search = retrieval.HNSW_EF_SEARCH
     for ef_search in ef_search_values:
@@ -744,18 +769,98 @@ def hnsw_against_exact(
         # candidate list.
         retrieval.HNSW_EF_SEARCH = ef_search
         try:
-            found, hnsw_ms = timed_runs(hnsw)
+            found, hnsw_ms = timed_searches(hnsw, query_vectors)
         finally:
             retrieval.HNSW_EF_SEARCH = product_ef_search
         recall = np.mean(
             [len(set(f) & set(t)) / len(t) for f, t in zip(found, truths, strict=True)]
         )
-        name = f"HNSW, ef_search {ef_search}"
+        name = f"ef_search {ef_search}"
         if ef_search == product_ef_search:
             name += " (the product's)"
-        rows.append([name, f"{recall:.3f}", *(f"{value:.1f}" for value in percentiles(hnsw_ms))])
-    rows.append(["exact (no index scan)", "1.000", *(f"{v:.1f}" for v in percentiles(exact_ms))])
+        rows.append(
+            [build, name, f"{recall:.3f}", *(f"{value:.1f}" for value in percentiles(hnsw_ms))]
+        )
     return rows
+
+
+def hnsw_definition(definition: str, *, ef_construction: int) -> str:
+    """The HNSW index's definition with another ef_construction."""
+    return re.sub(r"ef_construction='?\d+'?", f"ef_construction='{ef_construction}'", definition)
+
+
+def hnsw_build_parameters(definition: str) -> str:
+    m = re.search(r"\bm='?(\d+)", definition)
+    ef_construction = re.search(r"ef_construction='?(\d+)", definition)
+    return f"m {m.group(1) if m else '?'}, ef_construction " + (
+        ef_construction.group(1) if ef_construction else "?"
+    )
+
+
+def keyword_any_term_every_match(
+    *, index_version_id: int, query: str, limit: int, filters: dict | None = None
+):
+    """The keyword query the product had before, kept to measure against: every row matching
+    any term (OR) is ranked and sorted."""
+    from django.db import connection
+
+    assert not filters, "the needle set asks without filters"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, "
+            "' & ', ' | '), '')::tsquery AS query) "
+            "SELECT id, ts_rank_cd(search_vector, q.query, 32) AS score "
+            "FROM flywheel_chunk, q "
+            "WHERE index_version_id = %s AND search_vector @@ q.query "
+            "ORDER BY score DESC, id LIMIT %s",
+            [query, index_version_id, limit],
+        )
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def keyword_any_term_first_matches(
+    *, index_version_id: int, query: str, limit: int, filters: dict | None = None, rows: int
+):
+    """Any term (OR), but only the first `rows` matches the index hands back are ranked: a
+    bounded cost, with candidates chosen by where rows lie on disk."""
+    from django.db import connection
+
+    assert not filters, "the needle set asks without filters"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, "
+            "' & ', ' | '), '')::tsquery AS query), "
+            "candidate AS (SELECT id, search_vector FROM flywheel_chunk, q "
+            "WHERE index_version_id = %s AND search_vector @@ q.query LIMIT %s) "
+            "SELECT id, ts_rank_cd(search_vector, q.query, 32) AS score FROM candidate, q "
+            "ORDER BY score DESC, id LIMIT %s",
+            [query, index_version_id, rows, limit],
+        )
+        return [(row[0], float(row[1])) for row in cursor.fetchall()]
+
+
+def keyword_alternatives() -> dict[str, Callable]:
+    """The keyword queries measured side by side, by name; the product's is marked."""
+    from flywheel.selectors import retrieval
+
+    product_rows = retrieval.KEYWORD_RARE_TERM_ROWS
+    alternatives: dict[str, Callable] = {
+        "any term, every match ranked (before)": keyword_any_term_every_match,
+        "any term, first 2,000 matches ranked": partial(keyword_any_term_first_matches, rows=2000),
+    }
+    product_may_lack = retrieval.KEYWORD_FALLBACK_MAY_LACK
+    for rows in sorted({100, 500, 2000, product_rows}):
+        for may_lack in sorted({0, 1, product_may_lack}):
+            fallback = "AND fallback"
+            if may_lack:
+                fallback += f", then rows lacking {may_lack} common term"
+            name = f"rare terms (≤ {rows:,} rows) + {fallback}"
+            if (rows, may_lack) == (product_rows, product_may_lack):
+                name += " (the product's)"
+            alternatives[name] = partial(
+                retrieval.keyword_ranking, rare_term_rows=rows, fallback_may_lack=may_lack
+            )
+    return alternatives
 
 
 @dataclass
@@ -769,22 +874,42 @@ class ModeRun:
         return sum(1 for rank in ranks if rank is not None and rank <= k) / len(ranks)
 
 
-def labelled_queries_run(*, project, index_version, needles: list[Needle], mode) -> ModeRun:
-    """Ask every labelled query through retrieve() in `mode`; note where the needle ranks."""
+@contextmanager
+def keyword_query_swapped(keyword_query: Callable | None) -> Iterator[None]:
+    """retrieve() with `keyword_query` in place of the product's keyword_ranking (retrieve
+    looks the function up at every call); None keeps the product's."""
+    from flywheel.selectors import retrieval
+
+    product_keyword_ranking = retrieval.keyword_ranking
+    retrieval.keyword_ranking = keyword_query or product_keyword_ranking
+    try:
+        yield
+    finally:
+        retrieval.keyword_ranking = product_keyword_ranking
+
+
+def labelled_queries_run(
+    *, project, index_version, needles: list[Needle], mode, keyword_query: Callable | None = None
+) -> ModeRun:
+    """Ask every labelled query through retrieve() in `mode`, with `keyword_query` as the
+    keyword side if given; note where the needle ranks."""
     from flywheel.selectors.retrieval import RetrievalOptions, retrieve
 
     options = RetrievalOptions(top_k=HIT_TOP_K, mode=mode)
-    retrieve(project=project, query=needles[0].query, options=options, index_version=index_version)
-    run = ModeRun(ranks=[], embed_ms=[], retrieve_ms=[])
-    for needle in needles:
-        result = retrieve(
-            project=project, query=needle.query, options=options, index_version=index_version
+    with keyword_query_swapped(keyword_query):
+        retrieve(
+            project=project, query=needles[0].query, options=options, index_version=index_version
         )
-        found = [chunk.chunk_id for chunk in result.chunks]
-        target = chunk_id(needle.chunk_index)
-        run.ranks.append(found.index(target) + 1 if target in found else None)
-        run.embed_ms.append(result.timings_ms["embed_ms"])
-        run.retrieve_ms.append(result.timings_ms["retrieve_ms"])
+        run = ModeRun(ranks=[], embed_ms=[], retrieve_ms=[])
+        for needle in needles:
+            result = retrieve(
+                project=project, query=needle.query, options=options, index_version=index_version
+            )
+            found = [chunk.chunk_id for chunk in result.chunks]
+            target = chunk_id(needle.chunk_index)
+            run.ranks.append(found.index(target) + 1 if target in found else None)
+            run.embed_ms.append(result.timings_ms["embed_ms"])
+            run.retrieve_ms.append(result.timings_ms["retrieve_ms"])
     return run
 
 
@@ -797,6 +922,7 @@ def load_report(
     copy_seconds,
     build_seconds,
     maintenance_work_mem,
+    hnsw_build: str,
 ) -> str:
     from django.db import connection
 
@@ -804,9 +930,11 @@ def load_report(
         cursor.execute(
             "SELECT pg_size_pretty(pg_table_size('flywheel_chunk')), "
             "pg_size_pretty(pg_relation_size('chunk_embedding_hnsw')), "
-            "pg_size_pretty(pg_relation_size('chunk_search_vector_gin'))"
+            "pg_size_pretty(pg_relation_size('chunk_search_vector_gin')), "
+            "pg_size_pretty(pg_total_relation_size('flywheel_chunkterm')), "
+            "(SELECT count(*) FROM flywheel_chunkterm)"
         )
-        table_size, hnsw_size, gin_size = cursor.fetchone()
+        table_size, hnsw_size, gin_size, terms_size, terms = cursor.fetchone()
     rate = embedding.passages_embedded / embedding.seconds
     if embedding.from_cache:
         embedding_figure = (
@@ -819,16 +947,18 @@ def load_report(
         f"{len(passages):,} chunks, {len(corpus.needles)} needles, "
         f"{embedding.mean_tokens:.0f} tokens per passage, generated in {generate_seconds:.1f} s"
     )
-    hnsw_step = (
-        f"HNSW build (m 16, ef_construction 64, maintenance_work_mem {maintenance_work_mem})"
-    )
+    hnsw_step = f"HNSW build ({hnsw_build}, maintenance_work_mem {maintenance_work_mem})"
     rows = [
         ["corpus", corpus_figure],
         ["embedding (embed_texts, all-MiniLM-L6-v2)", embedding_figure],
-        ["binary COPY into flywheel_chunk, no HNSW/GIN index", f"{copy_seconds:.1f} s"],
+        [
+            "binary COPY into flywheel_chunk, no HNSW/GIN index (term counts kept by trigger)",
+            f"{copy_seconds:.1f} s",
+        ],
         [hnsw_step, f"{build_seconds['chunk_embedding_hnsw']:.1f} s"],
         ["GIN build (search_vector)", f"{build_seconds['chunk_search_vector_gin']:.1f} s"],
         ["sizes: table / HNSW / GIN", f"{table_size} / {hnsw_size} / {gin_size}"],
+        ["term counts (flywheel_chunkterm)", f"{terms:,} lexemes, {terms_size}"],
     ]
     return table(["load step", "figure"], rows)
 
@@ -836,11 +966,11 @@ def load_report(
 def hit_report(runs: dict, needles: list[Needle]) -> tuple[str, str]:
     """Hit rates and latency per mode, then hit rates per kind of query."""
     overall = []
-    for mode, run in runs.items():
+    for name, run in runs.items():
         retrieve_p50, retrieve_p95 = percentiles(run.retrieve_ms)
         overall.append(
             [
-                mode.value,
+                name,
                 f"{run.hit_rate(1):.2f}",
                 f"{run.hit_rate(HIT_TOP_K):.2f}",
                 f"{retrieve_p50:.1f}",
@@ -849,7 +979,7 @@ def hit_report(runs: dict, needles: list[Needle]) -> tuple[str, str]:
             ]
         )
     headers = [
-        "mode",
+        "retrieval (mode · keyword query)",
         "hit@1",
         f"hit@{HIT_TOP_K}",
         "retrieve p50 ms",
@@ -863,16 +993,16 @@ def hit_report(runs: dict, needles: list[Needle]) -> tuple[str, str]:
     }
     per_category = [
         [
-            mode.value,
+            name,
             *(
                 f"{run.hit_rate(1, indexes):.2f} / {run.hit_rate(HIT_TOP_K, indexes):.2f}"
                 for indexes in by_category.values()
             ),
         ]
-        for mode, run in runs.items()
+        for name, run in runs.items()
     ]
     category_headers = [f"{category} ({len(indexes)})" for category, indexes in by_category.items()]
-    return table(headers, overall), table(["mode", *category_headers], per_category)
+    return table(headers, overall), table(["retrieval", *category_headers], per_category)
 
 
 def main() -> None:
@@ -886,8 +1016,15 @@ def main() -> None:
         "--ef-search",
         type=int,
         nargs="+",
-        default=[40, 100, 200, 400],
+        default=[40, 100, 150, 200, 300, 400],
         help="HNSW candidate-list sizes to measure recall at",
+    )
+    parser.add_argument(
+        "--ef-construction",
+        type=int,
+        nargs="*",
+        default=[128],
+        help="HNSW builds to measure the same curve on, after the product's",
     )
     parser.add_argument(
         "--cache-dir",
@@ -898,7 +1035,8 @@ def main() -> None:
     args = parser.parse_args()
     run_started = time.perf_counter()
 
-    database_url = bench_django_setup()
+    # A database of its own, so that other benchmarks can run beside it.
+    database_url = bench_django_setup("flywheel_bench_retrieval")
     print(machine_context())
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · retrieval over {args.chunks:,} chunks")
 
@@ -942,6 +1080,7 @@ def main() -> None:
             copy_seconds=copy_seconds,
             build_seconds=build_seconds,
             maintenance_work_mem=args.maintenance_work_mem,
+            hnsw_build=hnsw_build_parameters(definitions["chunk_embedding_hnsw"]),
         )
     )
 
@@ -949,28 +1088,93 @@ def main() -> None:
     plan = vector_ranking_plan(index_version_id=index_version.pk, embedding=query_vectors[0])
     print(f"\nplan of vector_ranking: {plan}")
     print(f"\nHNSW against exact search, {len(query_vectors)} queries, top 10:\n")
+    truths, exact_ms = exact_searches(
+        index_version_id=index_version.pk, query_vectors=query_vectors
+    )
+    product_build = hnsw_build_parameters(definitions["chunk_embedding_hnsw"])
     rows = hnsw_against_exact(
         index_version_id=index_version.pk,
         query_vectors=query_vectors,
         ef_search_values=args.ef_search,
+        truths=truths,
+        build=f"{product_build} (the product's)",
     )
-    print(table(["search", "recall@10", "p50 ms", "p95 ms"], rows))
+    rows.append(
+        ["exact (no index scan)", "", "1.000", *(f"{v:.1f}" for v in percentiles(exact_ms))]
+    )
+    curve_headers = ["HNSW build", "search", "recall@10", "p50 ms", "p95 ms"]
+    print(table(curve_headers, rows))
 
     runs = {
-        mode: labelled_queries_run(
-            project=project, index_version=index_version, needles=corpus.needles, mode=mode
+        "vector": labelled_queries_run(
+            project=project,
+            index_version=index_version,
+            needles=corpus.needles,
+            mode=RetrievalMode.VECTOR,
         )
-        for mode in (RetrievalMode.VECTOR, RetrievalMode.KEYWORD, RetrievalMode.HYBRID)
     }
+    for mode in (RetrievalMode.KEYWORD, RetrievalMode.HYBRID):
+        for name, keyword_query in keyword_alternatives().items():
+            print(f"  {mode.value} · {name}", file=sys.stderr)
+            runs[f"{mode.value} · {name}"] = labelled_queries_run(
+                project=project,
+                index_version=index_version,
+                needles=corpus.needles,
+                mode=mode,
+                keyword_query=keyword_query,
+            )
+    # Hybrid with the product's keyword query at each ef_search of the curve.
+    from flywheel.selectors import retrieval
+
+    product_ef_search = retrieval.HNSW_EF_SEARCH
+    for ef_search in args.ef_search:
+        if ef_search == product_ef_search:
+            continue
+        retrieval.HNSW_EF_SEARCH = ef_search
+        try:
+            runs[f"hybrid · the product's keyword query · ef_search {ef_search}"] = (
+                labelled_queries_run(
+                    project=project,
+                    index_version=index_version,
+                    needles=corpus.needles,
+                    mode=RetrievalMode.HYBRID,
+                )
+            )
+        finally:
+            retrieval.HNSW_EF_SEARCH = product_ef_search
     overall, per_category = hit_report(runs, corpus.needles)
     print(
-        f"\n{len(corpus.needles)} labelled queries through retrieve(): is the needle at rank 1, "
+        f"\n{len(corpus.needles)} labelled queries through retrieve() (ef_search "
+        f"{product_ef_search} unless named): is the needle at rank 1, "
         f"in the top {HIT_TOP_K}? Latency of the search (retrieve_ms) and of the query "
         "embedding (embed_ms).\n"
     )
     print(overall)
     print(f"\nhit@1 / hit@{HIT_TOP_K} by kind of query:\n")
     print(per_category)
+    other_builds = [
+        value for value in args.ef_construction if f"ef_construction {value}" not in product_build
+    ]
+    if other_builds:
+        print(
+            "\nThe same curve on the HNSW index rebuilt with another ef_construction (candidate "
+            "build parameters; the hit rates above are the product's build):\n"
+        )
+        rows = []
+        for ef_construction in other_builds:
+            definition = hnsw_definition(
+                definitions["chunk_embedding_hnsw"], ef_construction=ef_construction
+            )
+            indexes_drop(["chunk_embedding_hnsw"])
+            seconds = index_build(definition, maintenance_work_mem=args.maintenance_work_mem)
+            rows += hnsw_against_exact(
+                index_version_id=index_version.pk,
+                query_vectors=query_vectors,
+                ef_search_values=args.ef_search,
+                truths=truths,
+                build=f"{hnsw_build_parameters(definition)}, built in {seconds:.0f} s",
+            )
+        print(table(curve_headers, rows))
     elapsed = time.perf_counter() - run_started
     print(f"\ntotal run time: {elapsed:.0f} s, load average {os.getloadavg()[0]:.1f} at end")
 

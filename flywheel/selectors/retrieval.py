@@ -7,6 +7,7 @@ Multi-query (RAG-Fusion) fuses the rankings of several phrasings; HyDE searches 
 the embedding of a hypothetical answer instead of the question.
 """
 
+import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,8 +22,24 @@ from flywheel.ml.loading import embed_texts
 from flywheel.models import Chunk, IndexVersion, Project
 
 RRF_K = 60
-# The HNSW candidate list; larger finds more of the true nearest neighbours, slower.
-HNSW_EF_SEARCH = 100
+# The HNSW candidate list; larger finds more of the true nearest neighbours, slower. 150:
+# recall@10 0.965 at p95 4.7 ms over 100k chunks (100 gave 0.951, 200 0.971 at 5.5 ms;
+# bench/retrieval.py, figures in bench/README.md).
+HNSW_EF_SEARCH = 150
+# A query term that at most this many chunks of an index version hold is rare: all its rows
+# are keyword candidates. Rows holding the common terms are taken up to this many. 100 kept
+# hybrid p95 under 10 ms over 100k chunks; 500 found one needle more of 100 at 11 ms, 2,000
+# none more at 30 ms (bench/retrieval.py, figures in bench/README.md).
+KEYWORD_RARE_TERM_ROWS = 100
+# At most this many rows from rare terms are ranked (the rarest terms first).
+KEYWORD_CANDIDATE_ROWS = 2000
+# A pasted paragraph is searched by its first terms.
+KEYWORD_QUERY_TERMS = 32
+# The AND fallback takes rows holding all of the query's first few common terms. Letting a row
+# lack one (a question often holds a common word its passage does not) ranked the passage
+# sought lower on bench/retrieval.py's needle set, so it lacks none.
+KEYWORD_FALLBACK_MAY_LACK = 0
+KEYWORD_FALLBACK_TERMS = 8
 
 
 class RetrievalMode(StrEnum):
@@ -124,23 +141,112 @@ def vector_ranking(
     return sorted(((row[0], float(row[1])) for row in rows), key=lambda item: -item[1])
 
 
-def keyword_ranking(
-    *, index_version_id: int, query: str, limit: int, filters: dict | None = None
-) -> Ranking:
-    """Full-text ranking where any query term may match (OR), ranked by cover density.
-
-    plainto_tsquery would require every word of a natural-language question to appear.
-    """
-    where, params = _metadata_clause(filters)
+def query_terms_counted(*, query: str, index_version_id: int) -> list[tuple[str, int]]:
+    """The query's distinct lexemes as PostgreSQL's English configuration makes them (stemmed,
+    stop words left out), in the order they first appear (at most KEYWORD_QUERY_TERMS), each
+    with the number of the index version's chunks that hold it."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "WITH q AS (SELECT NULLIF(replace(plainto_tsquery('english', %s)::text, "
-            "' & ', ' | '), '')::tsquery AS query) "
-            "SELECT id, ts_rank_cd(search_vector, q.query, 32) AS score "
-            "FROM flywheel_chunk, q "
-            f"WHERE index_version_id = %s AND search_vector @@ q.query{where} "
-            "ORDER BY score DESC, id LIMIT %s",
-            [query, index_version_id, *params, limit],
+            "SELECT query.lexeme, coalesce(term.chunks, 0) "
+            "FROM unnest(to_tsvector('english', %s)) AS query "
+            "LEFT JOIN flywheel_chunkterm AS term "
+            "ON term.index_version_id = %s AND term.lexeme = query.lexeme "
+            "ORDER BY query.positions[1] LIMIT %s",
+            [query, index_version_id, KEYWORD_QUERY_TERMS],
+        )
+        return [(row[0], row[1]) for row in cursor.fetchall()]
+
+
+def _tsquery(terms: list[str], *, operator: str = "&") -> str:
+    """Lexemes joined by `operator` in tsquery syntax, each quoted so that none is parsed
+    (or stemmed) again."""
+    quoted = ("'" + term.replace("\\", "\\\\").replace("'", "''") + "'" for term in terms)
+    return f" {operator} ".join(quoted)
+
+
+def _fallback_tsqueries(common: list[str], *, may_lack: int) -> list[str]:
+    """The AND fallback over the first KEYWORD_FALLBACK_TERMS common terms, as tsqueries:
+    rows holding all of them, then (each its own query, so that rows lacking more never
+    crowd out rows lacking fewer) rows lacking one of them, two, up to `may_lack`, never
+    holding fewer than two unless there is only one."""
+    common = common[:KEYWORD_FALLBACK_TERMS]
+    if not common:
+        return []
+    fewest = max(len(common) - may_lack, min(2, len(common)))
+    return [
+        " | ".join(f"({_tsquery(list(terms))})" for terms in itertools.combinations(common, held))
+        for held in range(len(common), fewest - 1, -1)
+    ]
+
+
+def _rarest_terms(rare: list[tuple[str, int]]) -> list[str]:
+    """The rare terms whose rows are taken, rarest first, up to KEYWORD_CANDIDATE_ROWS rows
+    (the rarest term's whatever their number)."""
+    taken: list[str] = []
+    rows = 0
+    for term, chunks in sorted(rare, key=lambda item: item[1]):
+        if taken and rows + chunks > KEYWORD_CANDIDATE_ROWS:
+            break
+        taken.append(term)
+        rows += chunks
+    return taken
+
+
+def keyword_ranking(
+    *,
+    index_version_id: int,
+    query: str,
+    limit: int,
+    filters: dict | None = None,
+    rare_term_rows: int = KEYWORD_RARE_TERM_ROWS,
+    fallback_may_lack: int = KEYWORD_FALLBACK_MAY_LACK,
+) -> Ranking:
+    """Full-text ranking by cover density (ts_rank_cd) over a bounded set of candidates.
+
+    Any query term may match (a natural-language question rarely has every word in its
+    passage), but ranking every row that matches any term costs in proportion to the matches:
+    one common word matches a third of a large index. So, from the term counts that
+    flywheel_chunkterm keeps, the candidates are
+    - the rows holding a rare term, one that at most `rare_term_rows` chunks of the index
+      version hold (the rarest terms first, up to KEYWORD_CANDIDATE_ROWS rows), and
+    - up to `rare_term_rows` rows holding every common term (the AND fallback, which answers
+      a query made only of common words; `fallback_may_lack` adds rows lacking that many),
+    and they are ranked against all the query's terms, as if any term could match. The cost
+    is bounded by those two numbers, not by the size of the index.
+    """
+    counted = [
+        (term, chunks)
+        for term, chunks in query_terms_counted(query=query, index_version_id=index_version_id)
+        if chunks
+    ]
+    rare = _rarest_terms([(term, chunks) for term, chunks in counted if chunks <= rare_term_rows])
+    common = [term for term, chunks in counted if chunks > rare_term_rows]
+    where, filter_params = _metadata_clause(filters)
+    matching = (
+        "(SELECT id FROM flywheel_chunk "
+        f"WHERE index_version_id = %s AND search_vector @@ %s::tsquery{where} LIMIT %s)"
+    )
+    parts, params = [], []
+    if rare:
+        parts.append(matching)
+        params += [
+            index_version_id,
+            _tsquery(rare, operator="|"),
+            *filter_params,
+            KEYWORD_CANDIDATE_ROWS,
+        ]
+    for fallback in _fallback_tsqueries(common, may_lack=fallback_may_lack):
+        parts.append(matching)
+        params += [index_version_id, fallback, *filter_params, rare_term_rows]
+    if not parts:
+        return []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH candidate AS ({' UNION '.join(parts)}) "
+            "SELECT chunk.id, ts_rank_cd(chunk.search_vector, %s::tsquery, 32) AS score "
+            "FROM flywheel_chunk AS chunk JOIN candidate USING (id) "
+            "ORDER BY score DESC, chunk.id LIMIT %s",
+            [*params, _tsquery([term for term, _ in counted], operator="|"), limit],
         )
         return [(row[0], float(row[1])) for row in cursor.fetchall()]
 
