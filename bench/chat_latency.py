@@ -6,10 +6,17 @@ asked over real HTTP, one after the other, with hybrid RAG and the bundled gener
 Interaction's metadata["flywheel"]["timings_ms"] (embed, retrieve, generate) and latency_ms
 (from the start of the request's work to the logged answer).
 
+Then generation alone, in this process, with 1 and 2 intra-op torch threads taking turns on
+the same served prompt: prompt reading (prefill) and decoding timed apart, beside the
+memory-bandwidth bound of decoding (each new token reads every weight once: bytes of weights
+per token against the bandwidth of a large in-memory copy with the same threads).
+
 Run from the repository root: .venv/bin/python bench/chat_latency.py [--max-tokens 64]
 """
 
 import argparse
+import os
+import statistics
 import sys
 import time
 import uuid
@@ -73,15 +80,124 @@ def row(name: str, values: list[float]) -> list[str]:
     return [name, f"{p50:.0f}", f"{p95:.0f}", f"{sum(values) / len(values):.0f}"]
 
 
+THREAD_COUNTS = (1, 2)
+# Bytes copied to measure memory bandwidth: far past every CPU cache.
+COPY_BYTES = 512 * 1024**2
+
+
+def copy_bandwidth(*, threads: int, repeats: int = 5) -> float:
+    """Bytes per second moved (read and written) by a large tensor copy with `threads`."""
+    import torch
+
+    torch.set_num_threads(threads)
+    source = torch.ones(COPY_BYTES // 4, dtype=torch.float32)
+    target = torch.empty_like(source)
+    target.copy_(source)  # fault the pages in
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        target.copy_(source)
+        seconds.append(time.perf_counter() - started)
+    return 2 * COPY_BYTES / statistics.median(seconds)
+
+
+def generation_timed(generator, messages: list[dict], *, new_tokens: int) -> float:
+    """Seconds to read the prompt and write exactly `new_tokens` tokens, greedily."""
+    import torch
+
+    inputs = generator.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )
+    pad = generator.tokenizer.pad_token_id or generator.tokenizer.eos_token_id
+    started = time.perf_counter()
+    with torch.inference_mode():
+        generator.model.generate(
+            **inputs,
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
+            top_k=None,
+            pad_token_id=pad,
+        )
+    return time.perf_counter() - started
+
+
+def threads_report(*, project, interaction, new_tokens: int, rounds: int) -> str:
+    """Generation of one served prompt with each of THREAD_COUNTS, in turns (so that the
+    machine's other load falls on all alike), beside the memory-bandwidth bound."""
+    import torch
+
+    from flywheel.ml.loading import load_generator
+    from flywheel.services.chat import prompt_messages_build
+
+    generator = load_generator()
+    messages = prompt_messages_build(
+        project=project, messages=interaction.messages, passages=interaction.retrieved
+    )
+    prompt_tokens = generator.count_prompt_tokens(messages)
+    weight_bytes = sum(p.numel() * p.element_size() for p in generator.model.parameters())
+    prefill: dict[int, list[float]] = {threads: [] for threads in THREAD_COUNTS}
+    whole: dict[int, list[float]] = {threads: [] for threads in THREAD_COUNTS}
+    for threads in THREAD_COUNTS:  # warm-up
+        torch.set_num_threads(threads)
+        generation_timed(generator, messages, new_tokens=2)
+    for _ in range(rounds):
+        for threads in THREAD_COUNTS:
+            torch.set_num_threads(threads)
+            prefill[threads].append(generation_timed(generator, messages, new_tokens=1))
+            whole[threads].append(generation_timed(generator, messages, new_tokens=new_tokens))
+    rows = []
+    for threads in THREAD_COUNTS:
+        prefill_seconds = statistics.median(prefill[threads])
+        whole_seconds = statistics.median(whole[threads])
+        decode_rate = (new_tokens - 1) / (whole_seconds - prefill_seconds)
+        bandwidth = copy_bandwidth(threads=threads)
+        rows.append(
+            [
+                str(threads),
+                f"{prefill_seconds * 1000:.0f}",
+                f"{decode_rate:.1f}",
+                f"{new_tokens / whole_seconds:.1f}",
+                f"{bandwidth / 1e9:.1f}",
+                f"{bandwidth / weight_bytes:.0f}",
+                f"{decode_rate / (bandwidth / weight_bytes) * 100:.0f} %",
+            ]
+        )
+    print(
+        f"\ngeneration alone, {prompt_tokens}-token served prompt + {new_tokens} tokens, "
+        f"median of {rounds} rounds, thread counts in turns; weights "
+        f"{weight_bytes / 1e6:.0f} MB ({next(generator.model.parameters()).dtype}); load "
+        f"average {os.getloadavg()[0]:.1f} at the end\n"
+    )
+    return table(
+        [
+            "torch threads",
+            "prefill ms",
+            "decode tokens/s",
+            "end-to-end tokens/s",
+            "copy GB/s (read + write)",
+            "bound tokens/s",
+            "of the bound",
+        ],
+        rows,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--max-tokens", type=int, default=64, help="per answer")
     parser.add_argument(
         "--questions", type=int, default=len(QUESTIONS), help=f"at most {len(QUESTIONS)}"
     )
+    parser.add_argument(
+        "--thread-rounds", type=int, default=5, help="rounds of the 1-vs-2-threads comparison"
+    )
     args = parser.parse_args()
 
-    bench_django_setup()
+    # A database of its own, so that other benchmarks can run beside it.
+    bench_django_setup("flywheel_bench_chat")
     print(machine_context())
     print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC · chat latency, max_tokens {args.max_tokens}")
 
@@ -143,6 +259,15 @@ def main() -> None:
         f"{sum(prompt_tokens) / len(prompt_tokens):.0f} prompt tokens and "
         f"{sum(completion_tokens) / len(completion_tokens):.0f} completion tokens per answer "
         "on average; generate_ms includes reading the prompt"
+    )
+    longest = max(logged, key=lambda interaction: interaction.prompt_tokens)
+    print(
+        threads_report(
+            project=project,
+            interaction=longest,
+            new_tokens=args.max_tokens,
+            rounds=args.thread_rounds,
+        )
     )
 
 

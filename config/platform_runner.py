@@ -284,9 +284,9 @@ def platform_run(*, host: str, port: int, log=print, welcome: list[str] | None =
     children: list[ChildProcess] = []
     try:
         for name, command in child_commands(host=host, port=port).items():
-            # Web and the general worker share the cores with training: one torch thread
-            # each keeps them from starving it (and one another).
-            threads = {} if name == "training-worker" else {"FLYWHEEL_TORCH_THREADS": "1"}
+            # Web and the general worker keep the default of one torch thread each (see
+            # FLYWHEEL_TORCH_THREADS); the training worker trains on every core.
+            threads = {"FLYWHEEL_TORCH_THREADS": "0"} if name == "training-worker" else {}
             children.append(
                 ChildProcess.start(name=name, command=command, environment=environment | threads)
             )

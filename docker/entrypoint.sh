@@ -18,7 +18,8 @@ case "$role" in
     exec $celery worker --loglevel INFO --hostname "general@%h" \
       --queues default,curation,index --concurrency "${WORKER_CONCURRENCY:-2}" "$@" ;;
   training-worker)
-    # One job at a time: a LoRA run takes the whole machine (or GPU).
+    # One job at a time: a LoRA run takes the whole machine (or GPU), every core included.
+    export FLYWHEEL_TORCH_THREADS="${FLYWHEEL_TORCH_THREADS:-0}"
     exec $celery worker --loglevel INFO --hostname "training@%h" \
       --queues training --concurrency 1 --prefetch-multiplier 1 "$@" ;;
   beat)

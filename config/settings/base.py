@@ -177,8 +177,12 @@ MODELS_DIR = env_path("FLYWHEEL_MODELS_DIR", VAR_DIR / "models")
 FLYWHEEL_EMBEDDING_MODEL = env_str("FLYWHEEL_EMBEDDING_MODEL", "")
 # Empty means the bundled default: SmolLM2-135M-Instruct, converted once into MODELS_DIR.
 FLYWHEEL_BASE_MODEL = env_str("FLYWHEEL_BASE_MODEL", "")
-# Threads torch may use in this process; 0 leaves torch's default (every core).
-FLYWHEEL_TORCH_THREADS = env_int("FLYWHEEL_TORCH_THREADS", 0)
+# Threads torch may use in this process; 0 leaves torch's default (every core). One by default:
+# decoding is memory-bandwidth bound (the bound a copy's bandwidth sets is 24 tokens/s with one
+# thread, 30 with two), and on 2 busy cores two threads decoded 0.6 tokens/s against 5.8 with
+# one (bench/chat_latency.py; bench/README.md, "Chat latency"). Only the training worker,
+# compute-bound and alone on its queue, takes every core (0; make run and docker/ set it).
+FLYWHEEL_TORCH_THREADS = env_int("FLYWHEEL_TORCH_THREADS", 1)
 
 # --- Knowledge base and serving ---------------------------------------------------------------
 FLYWHEEL_CHUNK_MAX_CHARS = env_int("FLYWHEEL_CHUNK_MAX_CHARS", 1000)
