@@ -1,83 +1,45 @@
 """The overview page: volume, satisfaction, scores and corrections per day, per model version
 and per index version."""
 
-from dataclasses import dataclass
-from datetime import date, timedelta
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import date, datetime, timedelta
 
-from django.db.models import (
-    Avg,
-    Case,
-    CharField,
-    Count,
-    Q,
-    QuerySet,
-    Value,
-    When,
-)
-from django.db.models.functions import Cast, Coalesce, Concat, NullIf, TruncDate
+from django.db.models import Min
 
-from dashboard.selectors.interactions import created_between, latest_review_decision
-from feedback.models import Review, Thumb
-from flywheel.models import Interaction, Project
+from feedback.models import DailyRollup, RollupChange
+from flywheel.models import Project
 
 UNKNOWN_MODEL_LABEL = "unknown"
 NO_INDEX_LABEL = "no index (app-logged, or no retrieval)"
 
 
-def _model_label():
-    """The model version's name; for apps that log their own LLM, the model they named."""
-    return Coalesce(
-        "model_version__name", NullIf("model_name", Value("")), Value(UNKNOWN_MODEL_LABEL)
-    )
-
-
-def _index_label():
-    """The index version that retrieved the passages; interactions logged by apps with their
-    own retrieval, or answered without it, have none."""
-    # Not Coalesce: Django's Concat turns a NULL part into "", never NULL.
-    return Case(
-        When(index_version__isnull=True, then=Value(NO_INDEX_LABEL)),
-        default=Concat(Value("index v"), Cast("index_version__number", CharField())),
-    )
-
-
-def _feedback_aggregates() -> dict:
-    """Per group of interactions: how many, their current ratings, and their corrections (a
-    rating with a corrected answer, or a latest review that wrote the ideal answer). The join
-    to ratings repeats an interaction once per rating, hence the distinct interaction counts.
-    Needs the `latest_review_decision` annotation."""
-    return {
-        "interactions": Count("id", distinct=True),
-        "thumbs_up": Count("ratings", filter=Q(ratings__thumb=Thumb.UP)),
-        "thumbs_down": Count("ratings", filter=Q(ratings__thumb=Thumb.DOWN)),
-        "mean_score": Avg("ratings__score"),
-        # Greater than "" means non-empty; an interaction without ratings (NULL) fails it too.
-        "rating_corrections": Count("ratings", filter=Q(ratings__correction__gt="")),
-        "review_corrections": Count(
-            "id", distinct=True, filter=Q(latest_review_decision=Review.Decision.CORRECTED)
-        ),
-    }
-
-
 @dataclass(frozen=True)
 class FeedbackFigures:
+    """Sums over a group of interactions: thumbs and scores of their current ratings,
+    corrections by raters (ratings with a corrected answer) and by reviewers (a latest review
+    that wrote the ideal answer)."""
+
     interactions: int = 0
     thumbs_up: int = 0
     thumbs_down: int = 0
-    mean_score: float | None = None
+    score_sum: int = 0
+    score_count: int = 0
     rating_corrections: int = 0
+    reviewed: int = 0
     review_corrections: int = 0
 
     @classmethod
-    def from_row(cls, row: dict) -> "FeedbackFigures":
-        mean_score = row["mean_score"]
-        return cls(
-            interactions=row["interactions"],
-            thumbs_up=row["thumbs_up"],
-            thumbs_down=row["thumbs_down"],
-            mean_score=None if mean_score is None else float(mean_score),
-            rating_corrections=row["rating_corrections"],
-            review_corrections=row["review_corrections"],
+    def of_rollup(cls, rollup: dict) -> "FeedbackFigures":
+        return cls(**{figure.name: rollup[figure.name] for figure in fields(cls)})
+
+    def __add__(self, other: "FeedbackFigures") -> "FeedbackFigures":
+        return FeedbackFigures(
+            **{
+                figure.name: getattr(self, figure.name) + getattr(other, figure.name)
+                for figure in fields(self)
+            }
         )
 
     @property
@@ -91,8 +53,16 @@ class FeedbackFigures:
         return round(100 * self.thumbs_up / thumbs, 1) if thumbs else None
 
     @property
+    def mean_score(self) -> float | None:
+        return self.score_sum / self.score_count if self.score_count else None
+
+    @property
     def mean_score_rounded(self) -> float | None:
-        return None if self.mean_score is None else round(self.mean_score, 2)
+        mean_score = self.mean_score
+        return None if mean_score is None else round(mean_score, 2)
+
+
+EMPTY = FeedbackFigures()
 
 
 @dataclass(frozen=True)
@@ -119,6 +89,8 @@ class Overview:
     overall: FeedbackSeries
     per_model: list[FeedbackSeries]
     per_index: list[FeedbackSeries]
+    # The oldest change to these days that the rollups do not count yet; None: all counted.
+    pending_since: datetime | None = None
 
     def chart_data(self) -> dict:
         """What the page's charts draw, as plain JSON values."""
@@ -129,53 +101,73 @@ class Overview:
         }
 
 
-def _series_per_label(interactions: QuerySet, label, days: list[date]) -> list[FeedbackSeries]:
-    """One series per value of the `label` expression, the busiest first."""
-    labelled = interactions.annotate(series_label=label)
-    aggregates = _feedback_aggregates()
-    totals = {
-        row["series_label"]: FeedbackFigures.from_row(row)
-        for row in labelled.values("series_label")
-        .annotate(**aggregates)
-        .order_by("-interactions", "series_label")
-    }
-    per_day = {
-        (row["series_label"], row["day"]): FeedbackFigures.from_row(row)
-        for row in labelled.values("series_label", "day").annotate(**aggregates).order_by()
-    }
-    empty = FeedbackFigures()
-    return [
-        FeedbackSeries(
-            label=series_label,
-            totals=series_totals,
-            by_day=[per_day.get((series_label, day), empty) for day in days],
+def _model_label(rollup: dict) -> str:
+    """The model version's name; for apps that log their own LLM, the model they named."""
+    return rollup["model_version__name"] or rollup["model_name"] or UNKNOWN_MODEL_LABEL
+
+
+def _index_label(rollup: dict) -> str:
+    """The index version that retrieved the passages; interactions logged by apps with their
+    own retrieval, or answered without it, have none."""
+    number = rollup["index_version__number"]
+    return NO_INDEX_LABEL if number is None else f"index v{number}"
+
+
+def _series(label: str, per_day: dict[date, FeedbackFigures], days: list[date]) -> FeedbackSeries:
+    by_day = [per_day.get(day, EMPTY) for day in days]
+    return FeedbackSeries(label=label, totals=sum(by_day, EMPTY), by_day=by_day)
+
+
+def _series_per_label(
+    rollups: list[dict], label_of: Callable[[dict], str], days: list[date]
+) -> list[FeedbackSeries]:
+    """One series per label, the busiest first. Several rollup rows may share a label (a
+    model version that apps also named), so they are summed."""
+    per_label: dict[str, dict[date, FeedbackFigures]] = defaultdict(dict)
+    for rollup in rollups:
+        per_day = per_label[label_of(rollup)]
+        per_day[rollup["day"]] = per_day.get(rollup["day"], EMPTY) + FeedbackFigures.of_rollup(
+            rollup
         )
-        for series_label, series_totals in totals.items()
-    ]
+    series = [_series(label, per_day, days) for label, per_day in per_label.items()]
+    return sorted(series, key=lambda line: (-line.totals.interactions, line.label))
 
 
 def overview_get(*, project: Project, date_from: date, date_to: date) -> Overview:
     """Interactions, satisfaction, mean score and corrections per day of the interactions'
-    creation, in total, per model and per index version, for the days from `date_from` to
-    `date_to`."""
-    interactions = created_between(
-        Interaction.objects.filter(project=project), date_from, date_to
-    ).annotate(latest_review_decision=latest_review_decision(), day=TruncDate("created_at"))
-    aggregates = _feedback_aggregates()
-    totals = FeedbackFigures.from_row(interactions.aggregate(**aggregates))
-    per_day = {
-        row["day"]: FeedbackFigures.from_row(row)
-        for row in interactions.values("day").annotate(**aggregates).order_by()
-    }
+    creation (in the settings' time zone), in total, per model and per index version, for the
+    days from `date_from` to `date_to`: read from the daily rollups alone, a row per day and
+    model/index combination, whatever the number of interactions."""
+    rollups = list(
+        DailyRollup.objects.filter(project=project, day__gte=date_from, day__lte=date_to).values(
+            "day",
+            "model_version__name",
+            "model_name",
+            "index_version__number",
+            *(figure.name for figure in fields(FeedbackFigures)),
+        )
+    )
     days = [date_from + timedelta(days=offset) for offset in range((date_to - date_from).days + 1)]
-    empty = FeedbackFigures()
+    overall: dict[date, FeedbackFigures] = {}
+    for rollup in rollups:
+        overall[rollup["day"]] = overall.get(rollup["day"], EMPTY) + FeedbackFigures.of_rollup(
+            rollup
+        )
     return Overview(
         days=days,
-        overall=FeedbackSeries(
-            label="All models",
-            totals=totals,
-            by_day=[per_day.get(day, empty) for day in days],
-        ),
-        per_model=_series_per_label(interactions, _model_label(), days),
-        per_index=_series_per_label(interactions, _index_label(), days),
+        overall=_series("All models", overall, days),
+        per_model=_series_per_label(rollups, _model_label, days),
+        per_index=_series_per_label(rollups, _index_label, days),
+        pending_since=rollups_pending_since(project=project, date_from=date_from, date_to=date_to),
     )
+
+
+def rollups_pending_since(*, project: Project, date_from: date, date_to: date) -> datetime | None:
+    """When the oldest change to these days that the rollups have not caught up with was
+    made; None when they count everything. Marks are kept per UTC day, which a day of another
+    time zone overlaps on either side."""
+    return RollupChange.objects.filter(
+        project=project,
+        utc_day__gte=date_from - timedelta(days=1),
+        utc_day__lte=date_to + timedelta(days=1),
+    ).aggregate(oldest=Min("marked_at"))["oldest"]

@@ -18,6 +18,7 @@ from dashboard.selectors.interactions import InteractionCursor
 from dashboard.selectors.overview import NO_INDEX_LABEL
 from feedback.services.ratings import rating_submit
 from feedback.services.reviews import review_submit
+from feedback.services.rollups import rollups_refresh
 from flywheel.models import ApiKey, Interaction
 from flywheel.services import api_key_create, index_version_ensure_active
 from flywheel.services.interactions import interaction_record, interactions_log_batch
@@ -252,6 +253,7 @@ def test_the_overview_counts_a_known_data_set_per_day_and_per_model(
 ):
     _login(client, project, "viewer")
     today = timezone.localdate()
+    rollups_refresh()
 
     response = client.get(
         _url("overview", project),
@@ -289,6 +291,7 @@ def test_the_overview_breaks_feedback_down_per_index_version(client, project):
     Interaction.objects.filter(pk=retrieved.pk).update(index_version=index)
     _rate(retrieved, thumb="up")
     _rate(logged, thumb="down")
+    rollups_refresh()
 
     response = client.get(_url("overview", project))
 
