@@ -309,3 +309,58 @@ class EmbeddingModelVersionAdmin(admin.ModelAdmin):
 
     def has_add_permission(self, request):
         return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Canary experiments' serving side: read only, since experiments open and close their splits
+# (retrain's experiment services) and serving writes the rest.
+
+from flywheel.models import ServingFailure, ShadowAnswer, TrafficSplit  # noqa: E402
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(TrafficSplit)
+class TrafficSplitAdmin(ReadOnlyAdmin):
+    list_display = [
+        "experiment_id",
+        "project",
+        "candidate_model_version",
+        "candidate_index_version",
+        "candidate_share",
+        "shadow_share",
+        "opened_at",
+        "closed_at",
+    ]
+    list_filter = ["project"]
+
+
+@admin.register(ServingFailure)
+class ServingFailureAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "project", "experiment_id", "experiment_arm", "kind"]
+    list_filter = ["project", "experiment_arm", "kind"]
+    search_fields = ["detail"]
+
+
+@admin.register(ShadowAnswer)
+class ShadowAnswerAdmin(ReadOnlyAdmin):
+    list_display = [
+        "created_at",
+        "experiment_id",
+        "interaction",
+        "model_version",
+        "index_version",
+        "latency_ms",
+    ]
+    list_filter = ["experiment_id"]
+    search_fields = ["response", "error"]
+    raw_id_fields = ["interaction"]

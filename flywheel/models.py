@@ -246,11 +246,13 @@ class Chunk(models.Model):
 
     class Meta:
         indexes = [
+            # ef_construction 128: recall@10 0.95 at ef_search 100 over 100k chunks, where 64
+            # needed 300 (bench/retrieval.py; bench/README.md), for twice the build time.
             HnswIndex(
                 name="chunk_embedding_hnsw",
                 fields=["embedding"],
                 m=16,
-                ef_construction=64,
+                ef_construction=128,
                 opclasses=["vector_cosine_ops"],
             ),
             GinIndex(fields=["search_vector"], name="chunk_search_vector_gin"),
@@ -259,6 +261,28 @@ class Chunk(models.Model):
 
     def __str__(self) -> str:
         return f"{self.heading or self.text[:40]}"
+
+
+class ChunkTerm(models.Model):
+    """How many chunks of an index version hold a full-text lexeme, so that keyword search
+    knows a query's rare terms without counting rows. Kept by triggers on flywheel_chunk
+    (migration 0009_keyword_search); never written from Python."""
+
+    # An id, not a foreign key: the triggers write it, and an index version's chunks going
+    # (deleted) take their counts with them.
+    index_version_id = models.BigIntegerField()
+    lexeme = models.TextField()
+    chunks = models.IntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["index_version_id", "lexeme"], name="chunk_term_version_lexeme"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.lexeme}: {self.chunks}"
 
 
 class ModelVersion(BaseModel):
@@ -305,6 +329,23 @@ class ModelVersion(BaseModel):
         return f"{self.project.slug}/{self.name} ({self.status})"
 
 
+class ExperimentArm(models.TextChoices):
+    """The two arms of a canary experiment: production, and the candidate it is tested against."""
+
+    CONTROL = "control", "Control (production)"
+    CANDIDATE = "candidate", "Candidate"
+
+
+class AssignmentUnit(models.TextChoices):
+    """What a request's experiment arm was drawn by: a stable id of the person, so that they
+    see one arm throughout, or chance when the request named nobody."""
+
+    USER = "user", "The end user (`user`)"
+    RATER = "rater", "The rater id (`flywheel.rater_id`)"
+    SESSION = "session", "The session (`flywheel.session_id`)"
+    RANDOM = "random", "Random: the request named nobody"
+
+
 class Interaction(models.Model):
     """One question and its answer, logged in full: what was asked, what was retrieved (with
     scores, ranks and the index version), what answered, how long it took and how many tokens."""
@@ -319,7 +360,10 @@ class Interaction(models.Model):
         QUOTE = "quote", "Quoted from the passages"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="interactions")
+    # No index of its own: the indexes below lead with the project.
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="interactions", db_index=False
+    )
     source = models.CharField(max_length=10, choices=Source.choices)
     # The client's id for this interaction: sending it again is a no-op. NULL, not "", when
     # absent, so that the uniqueness constraint ignores interactions without one.
@@ -335,23 +379,45 @@ class Interaction(models.Model):
     # [{chunk_id, document_id, title, source_uri, text, score, rank, index_version_id}, ...]
     retrieved = models.JSONField(default=list, blank=True)
     response = models.TextField(blank=True)
+    # The versions and the verified answer are indexed only where set (Meta): an interaction
+    # an app logged has none.
     model_version = models.ForeignKey(
-        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     model_name = models.CharField(max_length=300, blank=True)
     index_version = models.ForeignKey(
-        IndexVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+        IndexVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
     )
     # How the answer was made: generated, a verified answer served for the question, or a
     # quote of the passages (empty for interactions logged by an app).
     answered_from = models.CharField(max_length=20, choices=AnsweredFrom.choices, blank=True)
     verified_answer = models.ForeignKey(
-        "VerifiedAnswer", null=True, blank=True, on_delete=models.SET_NULL, related_name="served"
+        "VerifiedAnswer",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="served",
+        db_index=False,
     )
     latency_ms = models.PositiveIntegerField(null=True, blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     completion_tokens = models.PositiveIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
+    # The canary experiment that served it (an id: experiments belong to the retrain layer),
+    # the arm it was assigned and by what; empty outside experiments and for logged ones.
+    experiment_id = models.BigIntegerField(null=True, blank=True)
+    experiment_arm = models.CharField(max_length=10, choices=ExperimentArm.choices, blank=True)
+    assignment_unit = models.CharField(max_length=10, choices=AssignmentUnit.choices, blank=True)
     created_at = models.DateTimeField()
     # For the dashboard's full-text search over questions and answers.
     search_vector = models.GeneratedField(
@@ -367,6 +433,39 @@ class Interaction(models.Model):
             models.Index(
                 fields=["project", "model_version", "created_at"],
                 name="interaction_model_time",
+            ),
+            # The list filtered by index version, newest first: without it, a page of an
+            # old version walks past every newer interaction. Partial: the filter always names
+            # a version, and interactions logged without one cost it nothing to write.
+            models.Index(
+                fields=["project", "index_version", "created_at"],
+                condition=Q(index_version__isnull=False),
+                name="interaction_index_time",
+            ),
+            # What a version's deletion (PROTECT) or a verified answer's (SET_NULL) looks up:
+            # partial, so that the interactions apps log, which have neither, cost them
+            # nothing to write.
+            models.Index(
+                fields=["model_version"],
+                condition=Q(model_version__isnull=False),
+                name="interaction_model_version",
+            ),
+            models.Index(
+                fields=["index_version"],
+                condition=Q(index_version__isnull=False),
+                name="interaction_index_version",
+            ),
+            models.Index(
+                fields=["verified_answer"],
+                condition=Q(verified_answer__isnull=False),
+                name="interaction_verified_answer",
+            ),
+            # An experiment's figures per arm; partial, as only served interactions in an
+            # experiment have one.
+            models.Index(
+                fields=["experiment_id", "experiment_arm"],
+                condition=Q(experiment_id__isnull=False),
+                name="interaction_experiment_arm",
             ),
         ]
         constraints = [
@@ -573,3 +672,114 @@ class OutboxMessage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.task_name}{tuple(self.args)} ({'sent' if self.published_at else 'pending'})"
+
+
+class TrafficSplit(BaseModel):
+    """How a project's production traffic is split while a canary experiment runs: the share
+    of people served by the candidate arm (a candidate model version and/or index version),
+    and the share of control answers the candidate also answers in the background (shadow
+    mode). Open while the experiment runs; closing it returns every request to production.
+    At most one is open per project."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="traffic_splits")
+    # The retrain layer's Experiment (an id: the serving core sits below it).
+    experiment_id = models.BigIntegerField(unique=True)
+    candidate_model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    candidate_index_version = models.ForeignKey(
+        IndexVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    candidate_share = models.FloatField(help_text="Share of people served by the candidate arm.")
+    shadow_share = models.FloatField(
+        default=0.0, help_text="Share of control answers the candidate also answers; 0 is off."
+    )
+    opened_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(closed_at__isnull=True),
+                name="traffic_split_one_open_per_project",
+            ),
+            models.CheckConstraint(
+                condition=Q(candidate_share__gt=0) & Q(candidate_share__lt=1),
+                name="traffic_split_candidate_share_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(shadow_share__gte=0) & Q(shadow_share__lte=1),
+                name="traffic_split_shadow_share_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(candidate_model_version__isnull=False)
+                | Q(candidate_index_version__isnull=False),
+                name="traffic_split_has_a_candidate",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        state = "closed" if self.closed_at else "open"
+        return f"{self.project.slug} experiment {self.experiment_id} ({state})"
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+class ServingFailure(models.Model):
+    """A chat request that failed inside an experiment arm (the model failed or timed out):
+    no interaction records it, so the experiment's safety check counts these beside the
+    interactions to compare the arms' error rates."""
+
+    class Kind(models.TextChoices):
+        GENERATION_ERROR = "generation_error", "The model failed"
+        TIMEOUT = "timeout", "The model timed out"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    experiment_id = models.BigIntegerField(null=True, blank=True, db_index=True)
+    experiment_arm = models.CharField(max_length=10, choices=ExperimentArm.choices, blank=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    detail = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.kind} in experiment {self.experiment_id} ({self.experiment_arm})"
+
+
+class ShadowAnswer(models.Model):
+    """The candidate's answer to a question the control arm served, made in the background
+    (shadow mode) and kept beside the served answer for comparison; never shown to the user."""
+
+    interaction = models.ForeignKey(
+        Interaction, on_delete=models.CASCADE, related_name="shadow_answers"
+    )
+    experiment_id = models.BigIntegerField(db_index=True)
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="+")
+    index_version = models.ForeignKey(
+        IndexVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    response = models.TextField(blank=True)
+    answered_from = models.CharField(
+        max_length=20, choices=Interaction.AnsweredFrom.choices, blank=True
+    )
+    # Retrieval log entries, as Interaction.retrieved.
+    retrieved = models.JSONField(default=list, blank=True)
+    latency_ms = models.PositiveIntegerField(null=True, blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    completion_tokens = models.PositiveIntegerField(null=True, blank=True)
+    # Why the candidate could not answer; empty when it did.
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["interaction", "experiment_id"],
+                name="shadow_answer_one_per_interaction_and_experiment",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Shadow answer to {self.interaction_id} in experiment {self.experiment_id}"

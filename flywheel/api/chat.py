@@ -54,6 +54,7 @@ def _chat_request(payload: ChatCompletionIn) -> ChatRequest:
         retrieval=retrieval,
         end_user_id=payload.user or "",
         session_id=options.session_id,
+        rater_id=options.rater_id,
         metadata={**options.metadata, **(payload.metadata or {})},
     )
 
@@ -110,6 +111,15 @@ def _extension(prepared: PreparedChat, answer: ChatAnswer) -> dict:
         "verified_answer": _verified_answer_citation(answer.interaction),
         "interaction_id": str(prepared.interaction_id),
         "model_version": {"id": prepared.model_version.pk, "name": prepared.model_version.name},
+        "experiment": (
+            {
+                "id": prepared.split.experiment_id,
+                "arm": prepared.assignment.arm,
+                "assignment_unit": prepared.assignment.unit,
+            }
+            if prepared.split is not None and prepared.assignment is not None
+            else None
+        ),
         "index_version": (
             {"id": retrieval.index_version.pk, "number": retrieval.index_version.number}
             if retrieval and retrieval.index_version
@@ -216,6 +226,13 @@ def chat_completions(request: ApiKeyRequest, payload: ChatCompletionIn):
     `flywheel.answered_from` says how the answer was made (`generated`, `verified_answer` —
     then `flywheel.verified_answer` cites the approving review and the passages it rests on —
     or `quote`). With `stream: true` the answer arrives as server-sent events.
+
+    While a canary experiment runs, `flywheel` is answered by the arm the person is assigned
+    (`control` or `candidate`, named in `flywheel.experiment`), drawn from `user`, else
+    `flywheel.rater_id`, else `flywheel.session_id`, so that one person keeps one arm; a
+    request naming none is assigned at random (`assignment_unit` `random`). Naming a model
+    version, or an arm (`flywheel:arm:control`, `flywheel:arm:candidate`), bypasses the
+    assignment and is not counted in the experiment.
     """
     if (unsupported := _unsupported_parameter(payload)) is not None:
         name, why = unsupported

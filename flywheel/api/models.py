@@ -3,6 +3,7 @@ OpenAI's list and model shapes, so that OpenAI clients (and tools that let a use
 find them."""
 
 from ninja import Router, Schema
+from pydantic import model_serializer
 
 from flywheel.api.auth import ApiKeyRequest, SecretKeyAuth
 from flywheel.api.errors import ApiError
@@ -21,11 +22,26 @@ MODELS_AUTH = SecretKeyAuth(scope=ApiKey.Scope.CHAT, or_scopes=(ApiKey.Scope.REA
 
 
 class ServedModelDetail(Schema):
-    """Flywheel's extension: where the name is used and what answers under it now."""
+    """Flywheel's extension: where the name is used and what answers under it now; while an
+    experiment runs, also its id (on `flywheel` and the arms) and, on an arm, the share of
+    people it serves and the number of the index version it retrieves from. The experiment's
+    fields are left out when none runs."""
 
     endpoint: str
     resolves_to: str
     status: str | None = None
+    experiment_id: int | None = None
+    arm: str | None = None
+    traffic_share: float | None = None
+    index_version: int | None = None
+
+    @model_serializer(mode="wrap")
+    def _experiment_fields_while_one_runs(self, serialize):
+        serialized = serialize(self)
+        if self.experiment_id is None:
+            for name in ("experiment_id", "arm", "traffic_share", "index_version"):
+                serialized.pop(name, None)
+        return serialized
 
 
 class ModelOut(Schema):
@@ -41,6 +57,19 @@ class ModelListOut(Schema):
     data: list[ModelOut]
 
 
+def _experiment_detail(model: ServedModel) -> dict:
+    if model.experiment_id is None:
+        return {}
+    detail: dict = {"experiment_id": model.experiment_id}
+    if model.arm is not None:
+        detail |= {
+            "arm": model.arm,
+            "traffic_share": model.traffic_share,
+            "index_version": model.index_version.number if model.index_version else None,
+        }
+    return detail
+
+
 def _model_out(model: ServedModel, project: Project) -> ModelOut:
     return ModelOut(
         id=model.name,
@@ -50,6 +79,7 @@ def _model_out(model: ServedModel, project: Project) -> ModelOut:
             endpoint=model.endpoint,
             resolves_to=model.resolves_to,
             status=model.model_version.status if model.model_version else None,
+            **_experiment_detail(model),
         ),
     )
 
@@ -64,10 +94,12 @@ def models_list(request: ApiKeyRequest):
     """`flywheel` (the production model version), `flywheel:candidate` (the newest candidate,
     while there is one), `flywheel:embedding` (the retriever of the active index, for
     `/v1/embeddings`), every model version by its name and the retriever by its name.
-    `flywheel.resolves_to` names the model that answers under each name now."""
+    `flywheel.resolves_to` names the model that answers under each name now. While a canary
+    experiment runs, its two arms follow `flywheel`: `flywheel:arm:control` and
+    `flywheel:arm:candidate`, each with its share of the traffic."""
     project = request.api_key.project
     return ModelListOut(
-        data=[_model_out(model, project) for model in served_models_list(project=project)]
+        data=[_model_out(model, project) for model in served_models_list(project=project)],
     )
 
 

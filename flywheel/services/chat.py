@@ -1,31 +1,45 @@
 """Answer a conversation: retrieve from the active index, then answer as the project's serving
 policy says (a verified answer when the question matches one, a quote of the passages, or the
-production model version's generation), and log the whole exchange as an Interaction."""
+production model version's generation), and log the whole exchange as an Interaction.
+
+While a canary experiment runs, a request for the production model is served by the arm its
+person is assigned (flywheel.services.traffic_splits); the interaction records the experiment,
+the arm and what assigned it, a failure inside an arm is counted, and a sample of control
+interactions is answered again by the candidate in the background (shadow mode)."""
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
-from flywheel.generation import Backend, GenerationParameters, backend_for
+from flywheel.generation import Backend, GenerationError, GenerationParameters, backend_for
 from flywheel.grounding import groundedness, quote_answer
 from flywheel.messages import last_user_message
 from flywheel.ml.loading import GeneratedText, embed_texts
 from flywheel.models import (
     Chunk,
+    ExperimentArm,
     Interaction,
     ModelVersion,
     Project,
     ServingPolicy,
+    TrafficSplit,
     VerifiedAnswer,
 )
 from flywheel.selectors.retrieval import RetrievalOptions, RetrievalResult, retrieve
 from flywheel.services.indexing import passage_for_embedding
 from flywheel.services.interactions import interaction_record
-from flywheel.services.served_models import PRODUCTION_MODEL, model_version_resolve
+from flywheel.services.outbox import outbox_enqueue
+from flywheel.services.served_models import PRODUCTION_MODEL, ChatRoute, chat_route
+from flywheel.services.traffic_splits import (
+    ArmAssignment,
+    serving_failure_record,
+    shadow_sampled,
+)
 from flywheel.services.verified_answers import (
     VerifiedMatch,
     retriever_path,
@@ -40,6 +54,7 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 # The small default model reads a few passages well and many badly.
 CONTEXT_CHARACTER_BUDGET = 4000
+SHADOW_ANSWER_TASK = "flywheel.tasks.shadow.shadow_answer_generate"
 
 
 @dataclass
@@ -52,6 +67,9 @@ class ChatRequest:
     retrieval: RetrievalOptions = field(default_factory=RetrievalOptions)
     end_user_id: str = ""
     session_id: str = ""
+    # The app's id for the person rating answers (the widget's rater id); with the end user
+    # and the session, what keeps a person in one experiment arm. Not stored.
+    rater_id: str = ""
     metadata: dict = field(default_factory=dict)
 
 
@@ -73,6 +91,9 @@ class PreparedChat:
     policy: ServingPolicy
     # A verified answer that matched the question; served as it is in verbatim mode.
     verified_match: VerifiedMatch | None = None
+    # The experiment's split and the arm it assigned, when an experiment serves the request.
+    split: TrafficSplit | None = None
+    assignment: ArmAssignment | None = None
 
     @property
     def serves_verified_answer(self) -> bool:
@@ -95,6 +116,16 @@ class PreparedChat:
 class ChatAnswer:
     interaction: Interaction
     generated: GeneratedText
+
+
+@dataclass
+class ComposedAnswer:
+    """An answer as the serving policy made it, before it is logged."""
+
+    generated: GeneratedText
+    answered_from: str
+    grounding: dict | None
+    answer_ms: float
 
 
 def context_block(passages: list[dict]) -> str:
@@ -142,8 +173,36 @@ def retrieval_log_entries(retrieval: RetrievalResult | None) -> list[dict] | Non
 
 
 def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
+    """Decide what answers the request (ModelNotFound for a name the project does not serve)
+    and retrieve its passages."""
     started = time.perf_counter()
-    model_version = model_version_resolve(project=project, name=request.model)
+    route = chat_route(
+        project=project,
+        name=request.model,
+        user=request.end_user_id,
+        rater_id=request.rater_id,
+        session_id=request.session_id,
+    )
+    try:
+        return chat_prepare_routed(project=project, request=request, route=route, started=started)
+    except GenerationError as error:
+        _failure_count(route.split, route.assignment, error)
+        raise
+
+
+def _failure_count(
+    split: TrafficSplit | None, assignment: ArmAssignment | None, error: GenerationError
+) -> None:
+    if split is not None and assignment is not None:
+        serving_failure_record(split=split, arm=assignment.arm, error=error)
+
+
+def chat_prepare_routed(
+    *, project: Project, request: ChatRequest, route: ChatRoute, started: float | None = None
+) -> PreparedChat:
+    """Prepare the request for the model and index versions of `route`."""
+    started = time.perf_counter() if started is None else started
+    model_version = route.model_version
     backend = backend_for(project=project, model_version=model_version)
     policy = serving_policy_get(project=project)
     query = last_user_message(request.messages)
@@ -152,7 +211,11 @@ def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
     timings: dict[str, float] = {}
     if request.rag and query:
         retrieval = retrieve(
-            project=project, query=query, options=request.retrieval, write_text=backend.write
+            project=project,
+            query=query,
+            options=request.retrieval,
+            index_version=route.index_version,
+            write_text=backend.write,
         )
         timings.update(retrieval.timings_ms)
         if (
@@ -190,6 +253,8 @@ def chat_prepare(*, project: Project, request: ChatRequest) -> PreparedChat:
         timings_ms=timings,
         policy=policy,
         verified_match=verified_match,
+        split=route.split,
+        assignment=route.assignment,
     )
 
 
@@ -221,6 +286,7 @@ def _record(
         query_embedding = None
     index_version = retrieval.index_version if retrieval else None
     options = prepared.request.retrieval
+    parameters = prepared.request.parameters
     metadata = dict(prepared.request.metadata)
     metadata["flywheel"] = {
         "timings_ms": {
@@ -237,6 +303,13 @@ def _record(
             "queries": retrieval.queries if retrieval else [],
             "hypothetical_answer": retrieval.hypothetical_answer if retrieval else None,
         },
+        # What the model was asked for, so that a shadow answer can be asked the same.
+        "generation": {
+            "max_tokens": parameters.max_tokens,
+            "temperature": parameters.temperature,
+            "top_p": parameters.top_p,
+            "stop": parameters.stop,
+        },
         "finish_reason": generated.finish_reason,
     }
     match = prepared.verified_match
@@ -250,26 +323,46 @@ def _record(
         }
     if grounding is not None:
         metadata["flywheel"]["grounding"] = grounding
-    return interaction_record(
-        interaction_id=prepared.interaction_id,
-        project=prepared.project,
-        source=Interaction.Source.CHAT,
-        messages=prepared.request.messages,
-        query_text=prepared.query,
-        query_embedding=query_embedding,
-        retrieved=retrieval_log_entries(retrieval) or [],
-        response=generated.text,
-        answered_from=answered_from,
-        verified_answer=match.verified_answer if match is not None else None,
-        model_version=prepared.model_version,
-        model_name=prepared.backend.model_name,
-        index_version=index_version,
-        latency_ms=round((time.perf_counter() - prepared.started) * 1000),
-        prompt_tokens=generated.prompt_tokens,
-        completion_tokens=generated.completion_tokens,
-        session_id=prepared.request.session_id,
-        end_user_id=prepared.request.end_user_id,
-        metadata=metadata,
+    assignment = prepared.assignment
+    with transaction.atomic():
+        interaction = interaction_record(
+            interaction_id=prepared.interaction_id,
+            project=prepared.project,
+            source=Interaction.Source.CHAT,
+            messages=prepared.request.messages,
+            query_text=prepared.query,
+            query_embedding=query_embedding,
+            retrieved=retrieval_log_entries(retrieval) or [],
+            response=generated.text,
+            answered_from=answered_from,
+            verified_answer=match.verified_answer if match is not None else None,
+            model_version=prepared.model_version,
+            model_name=prepared.backend.model_name,
+            index_version=index_version,
+            latency_ms=round((time.perf_counter() - prepared.started) * 1000),
+            prompt_tokens=generated.prompt_tokens,
+            completion_tokens=generated.completion_tokens,
+            session_id=prepared.request.session_id,
+            end_user_id=prepared.request.end_user_id,
+            metadata=metadata,
+            experiment_id=prepared.split.experiment_id if prepared.split is not None else None,
+            experiment_arm=assignment.arm if assignment is not None else "",
+            assignment_unit=assignment.unit if assignment is not None else "",
+        )
+        if _shadow_answer_wanted(prepared, interaction):
+            # With the interaction or not at all; the candidate answers it in a worker.
+            outbox_enqueue(task_name=SHADOW_ANSWER_TASK, args=[str(interaction.pk)])
+    return interaction
+
+
+def _shadow_answer_wanted(prepared: PreparedChat, interaction: Interaction) -> bool:
+    """Whether the candidate should also answer this interaction: a sampled control one."""
+    split, assignment = prepared.split, prepared.assignment
+    return (
+        split is not None
+        and assignment is not None
+        and assignment.arm == ExperimentArm.CONTROL
+        and shadow_sampled(split=split, interaction_id=interaction.pk)
     )
 
 
@@ -293,8 +386,8 @@ def _quote(prepared: PreparedChat) -> str | None:
     return quoted.text if quoted else None
 
 
-def _answer(prepared: PreparedChat, generate: Callable[[], GeneratedText]) -> ChatAnswer:
-    """Answer as the serving policy says; `generate` runs the model when it is needed."""
+def chat_compose(*, prepared: PreparedChat) -> ComposedAnswer:
+    """Answer as the serving policy says, running the model only when it is needed."""
     started = time.perf_counter()
     if prepared.serves_verified_answer:
         assert prepared.verified_match is not None
@@ -306,7 +399,7 @@ def _answer(prepared: PreparedChat, generate: Callable[[], GeneratedText]) -> Ch
         generated = _fixed_answer(quoted)
         answered_from, grounding = Interaction.AnsweredFrom.QUOTE, None
     else:
-        generated = generate()
+        generated = prepared.backend.generate(prepared.prompt_messages, prepared.request.parameters)
         answered_from, grounding = Interaction.AnsweredFrom.GENERATED, None
         passages = prepared.passage_texts()
         if prepared.policy.answer_mode == ServingPolicy.AnswerMode.GROUNDED and passages:
@@ -315,18 +408,28 @@ def _answer(prepared: PreparedChat, generate: Callable[[], GeneratedText]) -> Ch
             if score < prepared.policy.groundedness_threshold and (quoted := _quote(prepared)):
                 generated = _fixed_answer(quoted)
                 answered_from = Interaction.AnsweredFrom.QUOTE
-    answer_ms = (time.perf_counter() - started) * 1000
-    interaction = _record(
-        prepared, generated, answer_ms, answered_from=answered_from, grounding=grounding
+    return ComposedAnswer(
+        generated=generated,
+        answered_from=answered_from,
+        grounding=grounding,
+        answer_ms=(time.perf_counter() - started) * 1000,
     )
-    return ChatAnswer(interaction=interaction, generated=generated)
 
 
 def chat_complete(*, prepared: PreparedChat) -> ChatAnswer:
-    return _answer(
+    try:
+        composed = chat_compose(prepared=prepared)
+    except GenerationError as error:
+        _failure_count(prepared.split, prepared.assignment, error)
+        raise
+    interaction = _record(
         prepared,
-        lambda: prepared.backend.generate(prepared.prompt_messages, prepared.request.parameters),
+        composed.generated,
+        composed.answer_ms,
+        answered_from=composed.answered_from,
+        grounding=composed.grounding,
     )
+    return ChatAnswer(interaction=interaction, generated=composed.generated)
 
 
 def _streams_generation(prepared: PreparedChat) -> bool:
@@ -345,7 +448,13 @@ def chat_stream(*, prepared: PreparedChat) -> Iterator[str | ChatAnswer]:
         yield answer
         return
     started = time.perf_counter()
-    for piece in prepared.backend.stream(prepared.prompt_messages, prepared.request.parameters):
+    pieces = prepared.backend.stream(prepared.prompt_messages, prepared.request.parameters)
+    while True:
+        try:
+            piece = next(pieces)
+        except GenerationError as error:
+            _failure_count(prepared.split, prepared.assignment, error)
+            raise
         if isinstance(piece, GeneratedText):
             generate_ms = (time.perf_counter() - started) * 1000
             interaction = _record(

@@ -3,8 +3,13 @@
 
 Chat: `flywheel` is the production model version (it follows promotions and rollbacks),
 `flywheel:candidate` the newest candidate while there is one, and every model version answers
-to its own name. Embeddings: `flywheel:embedding` is the retriever of the active index version,
-which also answers to its own name. A name the project does not serve is refused rather than
+to its own name. While a canary experiment runs, `flywheel` is split between its two arms
+(flywheel.services.traffic_splits), which also answer to their own names,
+`flywheel:arm:control` and `flywheel:arm:candidate`: naming an arm, like naming any other
+model, bypasses the experiment's assignment and is not counted in it.
+
+Embeddings: `flywheel:embedding` is the retriever of the active index version, which also
+answers to its own name. A name the project does not serve is refused rather than
 answered by another model, so that a client never mistakes one model's answers for another's.
 """
 
@@ -12,14 +17,24 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from flywheel.models import IndexVersion, ModelVersion, Project
+from flywheel.models import ExperimentArm, IndexVersion, ModelVersion, Project, TrafficSplit
 from flywheel.selectors.retrieval import active_index_version
 from flywheel.services.model_versions import model_version_production_ensure
+from flywheel.services.traffic_splits import (
+    ArmAssignment,
+    arm_assign,
+    arm_versions,
+    traffic_split_open_for,
+)
 from flywheel.services.verified_answers import retriever_path
 
 PRODUCTION_MODEL = "flywheel"
 CANDIDATE_MODEL = "flywheel:candidate"
 EMBEDDING_MODEL = "flywheel:embedding"
+ARM_MODELS = {
+    ExperimentArm.CONTROL.value: "flywheel:arm:control",
+    ExperimentArm.CANDIDATE.value: "flywheel:arm:candidate",
+}
 
 CHAT_ENDPOINT = "/v1/chat/completions"
 EMBEDDINGS_ENDPOINT = "/v1/embeddings"
@@ -40,6 +55,23 @@ class ServedModel:
     resolves_to: str
     # The model version behind a chat name; None for the embedding model.
     model_version: ModelVersion | None = None
+    # While an experiment runs: its id on `flywheel` and on the arms; the arm a name serves,
+    # the share of people it serves and the index version it retrieves from.
+    experiment_id: int | None = None
+    arm: str | None = None
+    traffic_share: float | None = None
+    index_version: IndexVersion | None = None
+
+
+@dataclass(frozen=True)
+class ChatRoute:
+    """What answers a chat request: a model version, the index version it retrieves from
+    (None: the active one) and, for a request the experiment assigned, the split and arm."""
+
+    model_version: ModelVersion
+    index_version: IndexVersion | None = None
+    split: TrafficSplit | None = None
+    assignment: ArmAssignment | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +118,37 @@ def model_version_resolve(*, project: Project, name: str) -> ModelVersion:
     return version
 
 
+def chat_route(
+    *, project: Project, name: str, user: str = "", rater_id: str = "", session_id: str = ""
+) -> ChatRoute:
+    """What answers a chat request for the model `name` from the person these ids name.
+    `flywheel` in an experiment: the arm the person is assigned; an arm's name: that arm,
+    unassigned; any other name: its model version. ModelNotFound when the project serves
+    nothing under `name`."""
+    arm = next((arm for arm, arm_name in ARM_MODELS.items() if arm_name == name), None)
+    if name != PRODUCTION_MODEL and arm is None:
+        return ChatRoute(model_version=model_version_resolve(project=project, name=name))
+    split = traffic_split_open_for(project=project)
+    if split is None:
+        if arm is not None:
+            raise ModelNotFound(
+                f"The model '{name}' is an experiment's arm, and no experiment runs in this "
+                "project now; GET /v1/models lists the models it serves."
+            )
+        return ChatRoute(model_version=model_version_production_ensure(project=project))
+    if arm is None:  # the production name: the arm this person is assigned
+        assignment = arm_assign(split=split, user=user, rater_id=rater_id, session_id=session_id)
+        versions = arm_versions(split=split, arm=assignment.arm)
+        return ChatRoute(
+            model_version=versions.model_version,
+            index_version=versions.index_version,
+            split=split,
+            assignment=assignment,
+        )
+    versions = arm_versions(split=split, arm=arm)
+    return ChatRoute(model_version=versions.model_version, index_version=versions.index_version)
+
+
 def retriever_for(*, project: Project) -> Retriever:
     """The retriever of the project's active index version (the bundled embedding model
     before any index exists)."""
@@ -111,7 +174,7 @@ def retriever_resolve(*, project: Project, name: str) -> Retriever:
     retriever = retriever_for(project=project)
     if name in {EMBEDDING_MODEL, retriever.name}:
         return retriever
-    if name in {PRODUCTION_MODEL, CANDIDATE_MODEL} or (
+    if name in {PRODUCTION_MODEL, CANDIDATE_MODEL, *ARM_MODELS.values()} or (
         ModelVersion.objects.filter(project=project, name=name).exists()
     ):
         raise ModelNotFound(
@@ -128,6 +191,7 @@ def served_models_list(*, project: Project) -> list[ServedModel]:
     """Every name the project answers to now: the aliases first, then the model versions
     (newest first), then the retriever under its own name."""
     production = model_version_production_ensure(project=project)
+    split = traffic_split_open_for(project=project)
     served = [
         ServedModel(
             name=PRODUCTION_MODEL,
@@ -135,8 +199,11 @@ def served_models_list(*, project: Project) -> list[ServedModel]:
             created=production.created_at,
             resolves_to=production.name,
             model_version=production,
+            experiment_id=split.experiment_id if split is not None else None,
         )
     ]
+    if split is not None:
+        served.extend(_arms_served(split=split))
     candidate = _newest_candidate(project=project)
     if candidate is not None:
         served.append(
@@ -175,6 +242,31 @@ def served_models_list(*, project: Project) -> list[ServedModel]:
             resolves_to=retriever.name,
         )
     )
+    return served
+
+
+def _arms_served(*, split: TrafficSplit) -> list[ServedModel]:
+    active = active_index_version(project=split.project)
+    shares = {
+        ExperimentArm.CONTROL.value: 1 - split.candidate_share,
+        ExperimentArm.CANDIDATE.value: split.candidate_share,
+    }
+    served = []
+    for arm, name in ARM_MODELS.items():
+        versions = arm_versions(split=split, arm=arm)
+        served.append(
+            ServedModel(
+                name=name,
+                endpoint=CHAT_ENDPOINT,
+                created=split.opened_at,
+                resolves_to=versions.model_version.name,
+                model_version=versions.model_version,
+                experiment_id=split.experiment_id,
+                arm=arm,
+                traffic_share=round(shares[arm], 6),
+                index_version=versions.index_version or active,
+            )
+        )
     return served
 
 
