@@ -18,6 +18,7 @@ from flywheel.api.otel import router as otel_router
 from flywheel.api.parser import CheckedJsonParser
 from retrain.api import jobs_router
 from retrain.api import router as datasets_router
+from retrain.api_experiments import router as experiments_router
 
 
 class FlywheelApi(NinjaAPI):
@@ -50,6 +51,7 @@ api.add_router("/api/v1/", ratings_router)
 api.add_router("/api/v1/", reviews_router)
 api.add_router("/api/v1/", datasets_router)
 api.add_router("/api/v1/", jobs_router)
+api.add_router("/api/v1/", experiments_router)
 
 _redoc = Redoc()
 

@@ -26,6 +26,12 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
         crontab={"minute": "*"},
     ),
     PeriodicTaskSpec(
+        # The overview shows how far behind they are; every minute keeps that under two.
+        name="Refresh the dashboards' daily rollups",
+        task="feedback.tasks.rollups_refresh_due",
+        crontab={"minute": "*"},
+    ),
+    PeriodicTaskSpec(
         name="Clear expired dashboard sessions",
         task="flywheel.tasks.housekeeping.clear_expired_sessions",
         crontab={"minute": "17", "hour": "3"},
@@ -48,6 +54,11 @@ PERIODIC_TASKS: tuple[PeriodicTaskSpec, ...] = (
     PeriodicTaskSpec(
         name="Retry or fail jobs whose worker died",
         task="retrain.tasks.jobs.reap_stale_jobs",
+        crontab={"minute": "*"},
+    ),
+    PeriodicTaskSpec(
+        name="Evaluate running experiments: deadlines, safety, verdicts",
+        task="retrain.tasks.experiments.experiments_evaluate_all",
         crontab={"minute": "*"},
     ),
     PeriodicTaskSpec(

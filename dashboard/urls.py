@@ -6,6 +6,7 @@ from django.urls import path
 from dashboard.views import (
     datasets,
     documents,
+    experiments,
     exports,
     interactions,
     jobs,
@@ -65,6 +66,11 @@ urlpatterns = [
     path(f"{PROJECT}/queue/", queue.queue, name="queue"),
     path(f"{PROJECT}/queue/<uuid:interaction_id>/review/", queue.queue_review, name="queue_review"),
     path(f"{PROJECT}/queue/<uuid:interaction_id>/skip/", queue.queue_skip, name="queue_skip"),
+    path(
+        f"{PROJECT}/queue/<uuid:interaction_id>/shadow/<int:shadow_answer_id>/judge/",
+        queue.queue_pairwise_judge,
+        name="queue_pairwise_judge",
+    ),
     path(
         f"{PROJECT}/queue/skipped/reset/",
         queue.queue_skipped_reset,
@@ -130,6 +136,28 @@ urlpatterns = [
         f"{PROJECT}/versions/indexes/rollback/",
         versions.index_version_rollback_confirm,
         name="index_version_rollback",
+    ),
+    # Canary experiments.
+    path(f"{PROJECT}/experiments/", experiments.experiments, name="experiments"),
+    path(
+        f"{PROJECT}/experiments/start/",
+        experiments.experiment_start_request,
+        name="experiment_start",
+    ),
+    path(
+        f"{PROJECT}/experiments/<int:experiment_id>/",
+        experiments.experiment_detail,
+        name="experiment_detail",
+    ),
+    path(
+        f"{PROJECT}/experiments/<int:experiment_id>/figures/",
+        experiments.experiment_figures,
+        name="experiment_figures",
+    ),
+    path(
+        f"{PROJECT}/experiments/<int:experiment_id>/stop/",
+        experiments.experiment_stop_request,
+        name="experiment_stop",
     ),
 ]
 

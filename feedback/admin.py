@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from feedback.models import (
+    PairwiseJudgement,
     ProjectMembership,
     Rating,
     RatingSubmission,
@@ -81,6 +82,27 @@ class ReviewAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [ReviewRevisionInline]
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(PairwiseJudgement)
+class PairwiseJudgementAdmin(admin.ModelAdmin):
+    """Side-by-side judgements, read-only: they are made in the review queue, where only a
+    project's reviewers may judge."""
+
+    list_display = ["interaction", "shadow_answer", "reviewer", "preferred", "updated_at"]
+    list_filter = ["preferred"]
+    readonly_fields = [
+        "interaction",
+        "shadow_answer",
+        "reviewer",
+        "preferred",
+        "note",
+        "created_at",
+        "updated_at",
+    ]
 
     def has_add_permission(self, request):
         return False

@@ -1,8 +1,9 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
-from flywheel.models import ApiKey, Interaction, Project
+from flywheel.models import ApiKey, IndexVersion, Interaction, ModelVersion, Project
 
 
 class ProjectMembership(models.Model):
@@ -74,6 +75,15 @@ class Rating(RatingFields):
             models.CheckConstraint(
                 condition=Q(score__isnull=True) | Q(score__gte=1, score__lte=5),
                 name="rating_score_1_to_5",
+            ),
+        ]
+        indexes = [
+            # The interaction list's "with a correction" filter: the few ratings that have one,
+            # found without reading every rating.
+            models.Index(
+                fields=["interaction"],
+                condition=Q(correction__gt=""),
+                name="rating_with_correction",
             ),
         ]
 
@@ -176,3 +186,106 @@ class ReviewLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.interaction_id} leased to {self.reviewer_id} until {self.expires_at}"
+
+
+class DailyRollup(models.Model):
+    """A project's feedback figures for one day of interactions' creation (in the settings'
+    time zone) and one combination of model version, app-named model and index version: what
+    the overview reads instead of the interactions. Rebuilt bucket by bucket from the
+    interactions, their current ratings and their latest review by feedback.services.rollups;
+    never edited by hand."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    day = models.DateField()
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    model_name = models.CharField(max_length=300, blank=True)
+    index_version = models.ForeignKey(
+        IndexVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    interactions = models.IntegerField()
+    # Over the interactions' current ratings (one per rater).
+    thumbs_up = models.IntegerField()
+    thumbs_down = models.IntegerField()
+    score_sum = models.BigIntegerField()
+    score_count = models.IntegerField()
+    rating_corrections = models.IntegerField()
+    # Interactions with a review, and those whose latest review wrote the ideal answer.
+    reviewed = models.IntegerField()
+    review_corrections = models.IntegerField()
+    refreshed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # Its index also serves the overview's (project, day range) reads.
+            models.UniqueConstraint(
+                fields=["project", "day", "model_version", "model_name", "index_version"],
+                nulls_distinct=False,
+                name="daily_rollup_one_per_bucket",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} on {self.day}: {self.interactions} interactions"
+
+
+class RollupChange(models.Model):
+    """A project and UTC day whose interactions, ratings or reviews changed after the rollups
+    last caught up with them. Written by database triggers in the transaction of the change
+    (see migration 0003_daily_rollups), taken and deleted by rollups_refresh. A plain project
+    id, not a foreign key: a project being deleted marks its days too, after its own marks
+    were gone."""
+
+    # Indexed by rollup_change_project below, which leads with it.
+    project = models.ForeignKey(
+        Project,
+        on_delete=models.DO_NOTHING,
+        db_constraint=False,
+        db_index=False,
+        related_name="+",
+    )
+    utc_day = models.DateField()
+    marked_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        indexes = [models.Index(fields=["project", "marked_at"], name="rollup_change_project")]
+
+    def __str__(self) -> str:
+        return f"{self.project_id} on {self.utc_day} (UTC) changed at {self.marked_at}"
+
+
+class PairwiseJudgement(models.Model):
+    """A reviewer's side-by-side verdict on an interaction's served answer and the answer a
+    candidate gave the same prompt in shadow mode: which is better, or a tie. One per reviewer
+    and shadow answer; judging again replaces it. Judgements become preference pairs for DPO
+    (retrain.curation.pairwise)."""
+
+    class Preferred(models.TextChoices):
+        SERVED = "served", "The served answer is better"
+        SHADOW = "shadow", "The candidate's shadow answer is better"
+        TIE = "tie", "Neither is better"
+
+    interaction = models.ForeignKey(
+        Interaction, on_delete=models.CASCADE, related_name="pairwise_judgements"
+    )
+    shadow_answer = models.ForeignKey(
+        "flywheel.ShadowAnswer", on_delete=models.CASCADE, related_name="pairwise_judgements"
+    )
+    reviewer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="pairwise_judgements"
+    )
+    preferred = models.CharField(max_length=10, choices=Preferred.choices)
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shadow_answer", "reviewer"], name="pairwise_judgement_one_per_reviewer"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.preferred} by {self.reviewer_id} on {self.interaction_id}"

@@ -3,8 +3,9 @@ from django.template.response import TemplateResponse
 
 from flywheel.admin import IndexVersionAdmin, ModelVersionAdmin, ProjectAdmin
 from flywheel.models import IndexVersion, ModelVersion, Project
+from retrain.experiments.services import experiment_stop
 from retrain.jobs.lifecycle import InvalidJobParameters, job_cancel, job_create
-from retrain.models import CurationPolicy, DatasetVersion, InstructionExample, Job
+from retrain.models import CurationPolicy, DatasetVersion, Experiment, InstructionExample, Job
 from retrain.promotion import (
     gate_decision,
     index_version_activate,
@@ -33,6 +34,29 @@ class JobAdmin(admin.ModelAdmin):
         for job in queryset:
             job_cancel(job=job, by=f"{request.user.get_username()} from the admin")
         messages.success(request, f"Asked {queryset.count()} job(s) to stop.")
+
+
+@admin.register(Experiment)
+class ExperimentAdmin(admin.ModelAdmin):
+    list_display = ["id", "project", "status", "verdict", "metric", "candidate_share", "started_at"]
+    list_filter = ["project", "status", "verdict"]
+    actions = ["stop"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in Experiment._meta.fields]
+
+    def has_add_permission(self, request):
+        return False  # experiments start from the dashboard or the API, with checked parameters
+
+    @admin.action(description="Stop the selected experiments (production serves everyone)")
+    def stop(self, request, queryset):
+        for experiment in queryset:
+            try:
+                experiment_stop(experiment=experiment, user=request.user)
+            except TransitionRefused as refused:
+                messages.warning(request, refused.message)
+            else:
+                messages.success(request, f"Stopped experiment #{experiment.pk}.")
 
 
 @admin.register(CurationPolicy)

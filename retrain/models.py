@@ -146,6 +146,10 @@ class InstructionExample(models.Model):
     # sha256 of the normalised question turns and target: exact duplicates share it.
     content_hash = models.CharField(max_length=64, db_index=True)
     question_embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS)
+    # The first example of the project with this very question embedding: the near-duplicate
+    # search looks only at these, one per distinct question, however often it was asked.
+    # Curation hands the mark on when it removes the example that holds it.
+    first_of_question = models.BooleanField(default=False, db_default=False)
     # The founding example's id of the near-duplicate cluster; never changes once set.
     cluster = models.BigIntegerField(db_index=True)
     split = models.CharField(max_length=10, choices=Split.choices)
@@ -156,13 +160,21 @@ class InstructionExample(models.Model):
     class Meta:
         indexes = [
             HnswIndex(
-                name="example_question_hnsw",
+                name="example_first_question_hnsw",
                 fields=["question_embedding"],
                 m=16,
                 ef_construction=64,
                 opclasses=["vector_cosine_ops"],
+                condition=models.Q(first_of_question=True),
             ),
             models.Index(fields=["project", "status"], name="example_project_status"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "question_embedding"],
+                condition=models.Q(first_of_question=True),
+                name="example_one_first_of_question",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -325,3 +337,105 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.state in self.FINISHED_STATES
+
+
+class Experiment(models.Model):
+    """A canary experiment: a share of a project's traffic is served by a candidate (a model
+    version, an index version, or both) while the rest stays on production, until the live
+    ratings decide between them (retrain.experiments). One runs per project at a time."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        STOPPED = "stopped", "Stopped"
+        FINISHED = "finished", "Finished"
+
+    class Metric(models.TextChoices):
+        THUMBS_UP_RATE = "thumbs_up_rate", "Thumbs-up rate (thumbs up among thumbs)"
+        MEAN_SCORE = "mean_score", "Mean score (1-5)"
+
+    class Verdict(models.TextChoices):
+        CANDIDATE_WINS = "candidate_wins", "Candidate wins"
+        CONTROL_WINS = "control_wins", "Control wins"
+        NO_DIFFERENCE = "no_difference", "No difference"
+        NOT_ENOUGH_DATA = "not_enough_data", "Not enough data at the deadline"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="experiments")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.RUNNING)
+    candidate_model_version = models.ForeignKey(
+        "flywheel.ModelVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="experiments",
+    )
+    candidate_index_version = models.ForeignKey(
+        "flywheel.IndexVersion",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="experiments",
+    )
+    # What control was when the experiment started: production and the active index.
+    control_model_version = models.ForeignKey(
+        "flywheel.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    control_index_version = models.ForeignKey(
+        "flywheel.IndexVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    candidate_share = models.FloatField(help_text="Share of the traffic the candidate serves.")
+    shadow_share = models.FloatField(
+        default=0.0, help_text="Share of control's traffic the candidate also answers, unseen."
+    )
+    metric = models.CharField(max_length=20, choices=Metric.choices)
+    min_ratings_per_arm = models.PositiveIntegerField()
+    no_difference_margin = models.FloatField(
+        help_text="A difference smaller than this either way counts as none."
+    )
+    ends_at = models.DateTimeField(help_text="The deadline: undecided then, not enough data.")
+    auto_promote = models.BooleanField(default=False)
+    stop_on_loss = models.BooleanField(default=True)
+    error_rate_factor = models.FloatField(default=2.0)
+    latency_p95_factor = models.FloatField(default=2.0)
+    safety_min_requests = models.PositiveIntegerField(default=20)
+    verdict = models.CharField(max_length=20, choices=Verdict.choices, blank=True)
+    # The figures the verdict rests on, and what followed from it (promotion, its refusal).
+    evidence = models.JSONField(default=dict, blank=True)
+    # The confidence sequence of the difference as it narrowed: one point per evaluation
+    # that saw new ratings, thinned to a bounded length.
+    history = models.JSONField(default=list, blank=True)
+    evaluated_at = models.DateTimeField(null=True, blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who started it and who stopped it, as shown: a user, an API key, the experiment itself.
+    started_by_name = models.CharField(max_length=300, blank=True)
+    stopped_by_name = models.CharField(max_length=300, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    stop_reason = models.TextField(blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project"],
+                condition=Q(status="running"),
+                name="experiment_one_running_per_project",
+            ),
+            models.CheckConstraint(
+                condition=Q(candidate_share__gt=0, candidate_share__lt=1),
+                name="experiment_candidate_share_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(shadow_share__gte=0, shadow_share__lte=1),
+                name="experiment_shadow_share_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(candidate_model_version__isnull=False)
+                | Q(candidate_index_version__isnull=False),
+                name="experiment_has_a_candidate",
+            ),
+        ]
+        indexes = [models.Index(fields=["project", "-started_at"], name="experiment_recent")]
+
+    def __str__(self) -> str:
+        return f"Experiment #{self.pk} on {self.project} ({self.status})"

@@ -12,6 +12,7 @@ from flywheel.models import EmbeddingModelVersion, IndexVersion, ModelVersion, P
 from flywheel.selectors.retrieval import active_index_version
 from flywheel.services.indexing import embedding_model_name
 from flywheel.services.verified_answers import verified_answers_reembed
+from retrain.experiments.services import experiment_stop_running
 from retrain.jobs.lifecycle import job_create
 from retrain.models import Job
 from retrain.transitions import NothingToRollBack, TransitionRefused
@@ -66,6 +67,34 @@ def gate_decision(version: ModelVersion) -> str | None:
     return gate.get("decision") if isinstance(gate, dict) else None
 
 
+def experiment_decision(version: ModelVersion) -> str | None:
+    """What the last canary experiment of the version decided from live ratings (`promote`
+    when it won, else its verdict); None when it was never in one that reached a verdict."""
+    experiment = version.metrics.get("experiment")
+    return experiment.get("decision") if isinstance(experiment, dict) else None
+
+
+def model_version_experiment_record(
+    *, version: ModelVersion, experiment_id: int, verdict: str, reason: str, evidence: dict
+) -> ModelVersion:
+    """Keep an experiment's verdict on the candidate, as evaluation keeps its gate's: a win
+    is evidence that promotion accepts (decision `promote`)."""
+    version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+    version.metrics = {
+        **version.metrics,
+        "experiment": {
+            "experiment_id": experiment_id,
+            "verdict": verdict,
+            "decision": PROMOTE if verdict == "candidate_wins" else verdict,
+            "reason": reason,
+            "evidence": evidence,
+            "at": timezone.now().isoformat(),
+        },
+    }
+    version.save(update_fields=["metrics", "updated_at"])
+    return version
+
+
 def _actor(user, actor: str) -> str:
     return user.get_username() if user is not None else actor
 
@@ -75,10 +104,10 @@ def model_version_promote(
 ) -> ModelVersion:
     """Make `version` production; the current production version is retired (kept).
 
-    Promotion needs evidence: the version's evaluation gate decided `promote`, or whoever
-    promotes it by hand writes down why. Who (`user`, or `actor` naming an API key or a
-    command), when and why are recorded in the version's metrics under `promotion`. Raises
-    TransitionRefused."""
+    Promotion needs evidence: the version won a canary experiment on live ratings, or its
+    evaluation gate decided `promote`, or whoever promotes it by hand writes down why. Who
+    (`user`, or `actor` naming an API key or a command), when and why are recorded in the
+    version's metrics under `promotion`. Raises TransitionRefused."""
     reason = reason.strip()
     with transaction.atomic():
         version = ModelVersion.objects.select_for_update().get(pk=version.pk)
@@ -87,7 +116,8 @@ def model_version_promote(
                 f"{version.name} is already in production.", code="already_in_production"
             )
         decision = gate_decision(version)
-        if decision != PROMOTE and not reason:
+        won_experiment = experiment_decision(version) == PROMOTE
+        if decision != PROMOTE and not won_experiment and not reason:
             evaluated = (
                 f"its evaluation decided {decision!r}" if decision else "it was never evaluated"
             )
@@ -96,9 +126,20 @@ def model_version_promote(
                 "it by hand needs a written reason.",
                 code="promotion_reason_required",
             )
-        basis = "evaluation" if decision == PROMOTE else "hand"
-        if basis == "evaluation" and not reason:
-            reason = version.metrics["evaluation"]["gate"].get("reason", "")
+        if won_experiment:
+            basis = "experiment"
+            reason = reason or version.metrics["experiment"].get("reason", "")
+        elif decision == PROMOTE:
+            basis = "evaluation"
+            reason = reason or version.metrics["evaluation"]["gate"].get("reason", "")
+        else:
+            basis = "hand"
+        # Auto-promotion ends its experiment first; any other promotion ends the running one.
+        experiment_stop_running(
+            project=version.project,
+            reason=f"{version.name} was put in production outside the experiment ({basis}).",
+            by=_actor(user, actor),
+        )
         return _model_version_switch(
             version, basis=basis, reason=reason, user=user, actor=_actor(user, actor)
         )
@@ -130,15 +171,18 @@ def model_version_previous(*, project: Project) -> ModelVersion | None:
 
 def model_version_rollback(*, project: Project, user=None, actor: str = "") -> ModelVersion:
     """Put the previous production version back; the current one is retired. It served
-    before, so it needs no new evidence. Raises NothingToRollBack."""
+    before, so it needs no new evidence. A running experiment stops: everyone is served by
+    production again from the next request on. Raises NothingToRollBack."""
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)
         previous = model_version_previous(project=project)
         if previous is None:
             raise NothingToRollBack("There is no earlier production version to roll back to.")
-        return _model_version_switch(
-            previous, basis="rollback", reason="", user=user, actor=_actor(user, actor)
+        by = _actor(user, actor)
+        experiment_stop_running(
+            project=project, reason=f"Production was rolled back to {previous.name}.", by=by
         )
+        return _model_version_switch(previous, basis="rollback", reason="", user=user, actor=by)
 
 
 def model_version_reject(*, version: ModelVersion) -> ModelVersion:
@@ -160,6 +204,12 @@ def _index_version_switch(version: IndexVersion) -> IndexVersion:
     and stays for rollback. Verified questions embedded by another retriever than the
     version's are then embedded by its (they are matched in the active index's space)."""
     with transaction.atomic():
+        experiment_stop_running(
+            project=version.project,
+            reason=f"Index v{version.number} became the active index.",
+            by="index activation",
+            only_if_comparing_indexes=True,
+        )
         versions = IndexVersion.objects.select_for_update().filter(project=version.project)
         versions.filter(status=IndexVersion.Status.ACTIVE).exclude(pk=version.pk).update(
             status=IndexVersion.Status.RETIRED
@@ -201,13 +251,19 @@ def index_version_previous(*, project: Project) -> IndexVersion | None:
     )
 
 
-def index_version_rollback(*, project: Project) -> IndexVersion:
-    """Retrieval goes back to the index version active before. Raises NothingToRollBack."""
+def index_version_rollback(*, project: Project, user=None, actor: str = "") -> IndexVersion:
+    """Retrieval goes back to the index version active before; a running experiment stops,
+    as with a model rollback. Raises NothingToRollBack."""
     with transaction.atomic():
         Project.objects.select_for_update().get(pk=project.pk)
         previous = index_version_previous(project=project)
         if previous is None:
             raise NothingToRollBack("There is no earlier index version to roll back to.")
+        experiment_stop_running(
+            project=project,
+            reason=f"The index was rolled back to v{previous.number}.",
+            by=_actor(user, actor),
+        )
         return _index_version_switch(previous)
 
 

@@ -26,6 +26,7 @@ from dashboard.views.access import project_view
 from flywheel.models import IndexVersion, ModelVersion
 from retrain.promotion import (
     PROMOTE,
+    experiment_decision,
     gate_decision,
     index_version_activate,
     index_version_previous,
@@ -126,7 +127,9 @@ def _model_version_or_404(project, version_id: int) -> ModelVersion:
 def model_version_promote_confirm(request, project, version_id: int):
     version = _model_version_or_404(project, version_id)
     decision = gate_decision(version)
-    if decision == PROMOTE:
+    if experiment_decision(version) == PROMOTE:
+        reason_note = "It won a canary experiment on live ratings; a reason is optional."
+    elif decision == PROMOTE:
         reason_note = "Its evaluation recommends it; a reason is optional."
     elif decision:
         reason_note = f"Its evaluation decided “{decision}”: promoting it anyway needs a reason."

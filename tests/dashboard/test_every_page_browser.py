@@ -70,6 +70,7 @@ def test_every_dashboard_page_renders_for_an_admin(page, live_server, project, l
         "job": reverse("dashboard:job_detail", args=[slug, lived_in_project["job"].pk]),
         "versions": reverse("dashboard:versions", args=[slug]),
         "keys": reverse("dashboard:keys", args=[slug]),
+        "experiments": reverse("dashboard:experiments", args=[slug]),
     }
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,1 @@
+"""Canary experiments: a candidate serves a share of the traffic until live ratings decide."""
