@@ -7,9 +7,17 @@ from django.contrib.auth import get_user_model
 from django.db.models import Count, Q
 from django.utils import timezone
 
-from feedback.models import LOW_SCORE_MAX, ProjectMembership, Rating, Review, Thumb
+from feedback.models import (
+    LOW_SCORE_MAX,
+    PairwiseJudgement,
+    ProjectMembership,
+    Rating,
+    Review,
+    Thumb,
+)
+from feedback.services.pairwise import shadow_answer_comparable
 from feedback.services.review_queue import QueuePriority, review_queue_candidates
-from flywheel.models import Interaction, Project
+from flywheel.models import Interaction, Project, ShadowAnswer
 
 QUEUE_REASONS = {
     QueuePriority.NEGATIVE: "An end user gave it a thumbs-down or suggested a correction.",
@@ -37,6 +45,15 @@ def _passage(logged: dict) -> Passage:
 
 
 @dataclass(frozen=True)
+class ShadowComparison:
+    """A candidate's shadow answer to the item's prompt, to judge beside the served one, and
+    the reviewer's judgement of it so far (None before they judge)."""
+
+    shadow_answer: ShadowAnswer
+    judgement: PairwiseJudgement | None
+
+
+@dataclass(frozen=True)
 class QueueItem:
     interaction: Interaction
     ratings: list[Rating]
@@ -44,6 +61,8 @@ class QueueItem:
     priority: int
     # The newest correction an end user suggested, or "" when nobody did.
     suggested_correction: str
+    # Shadow answers a candidate gave to the same prompt, oldest first; empty for most items.
+    shadow_comparisons: list[ShadowComparison]
 
     @property
     def reason(self) -> str:
@@ -64,7 +83,28 @@ def _queue_priority(ratings: list[Rating]) -> int:
     return QueuePriority.SAMPLED
 
 
-def queue_item_get(*, interaction: Interaction) -> QueueItem:
+def shadow_comparisons_list(*, interaction: Interaction, reviewer) -> list[ShadowComparison]:
+    """The shadow answers of `interaction` that hold an answer (a failed one has nothing to
+    compare), each with `reviewer`'s judgement of it."""
+    shadow_answers = interaction.shadow_answers.select_related(
+        "model_version", "index_version"
+    ).order_by("created_at", "pk")
+    judgements = {
+        judgement.shadow_answer_id: judgement
+        for judgement in PairwiseJudgement.objects.filter(
+            interaction=interaction, reviewer=reviewer
+        )
+    }
+    return [
+        ShadowComparison(shadow_answer=shadow, judgement=judgements.get(shadow.pk))
+        for shadow in shadow_answers
+        if shadow_answer_comparable(shadow)
+    ]
+
+
+def queue_item_get(*, interaction: Interaction, reviewer) -> QueueItem:
+    """What `reviewer` sees of `interaction`, the candidates' shadow answers beside the served
+    one included."""
     ratings = list(interaction.ratings.order_by("-updated_at"))
     return QueueItem(
         interaction=interaction,
@@ -72,6 +112,7 @@ def queue_item_get(*, interaction: Interaction) -> QueueItem:
         passages=[_passage(logged) for logged in interaction.retrieved],
         priority=_queue_priority(ratings),
         suggested_correction=next((r.correction for r in ratings if r.correction), ""),
+        shadow_comparisons=shadow_comparisons_list(interaction=interaction, reviewer=reviewer),
     )
 
 

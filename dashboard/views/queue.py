@@ -9,13 +9,19 @@ from dataclasses import dataclass
 
 from django import forms
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from dashboard.selectors.queue import queue_item_get, queue_progress_get
 from dashboard.views.access import project_view
-from feedback.models import Review
+from feedback.models import PairwiseJudgement, Review
+from feedback.services.pairwise import (
+    PairwiseJudgementForbidden,
+    PairwiseJudgementRefused,
+    pairwise_judgement_submit,
+)
 from feedback.services.review_queue import review_queue_next
 from feedback.services.reviews import ReviewLeaseLost, review_lease_release, review_submit_leased
 from flywheel.selectors.interactions import interaction_get
@@ -32,6 +38,24 @@ class IdealAnswerForm(CheckedFormMixin, forms.Form):
     ideal_answer = forms.CharField(
         error_messages={"required": "Write the ideal answer before saving it."}
     )
+
+
+class PairwiseJudgementForm(CheckedFormMixin, forms.Form):
+    preferred = forms.ChoiceField(
+        choices=PairwiseJudgement.Preferred.choices,
+        error_messages={
+            "required": "Choose which answer is better, or a tie.",
+            "invalid_choice": "Choose the served answer, the shadow answer or a tie.",
+        },
+    )
+    note = forms.CharField(required=False)
+
+
+PREFERRED_DONE = {
+    PairwiseJudgement.Preferred.SERVED: "the served answer is better",
+    PairwiseJudgement.Preferred.SHADOW: "the candidate's shadow answer is better",
+    PairwiseJudgement.Preferred.TIE: "a tie",
+}
 
 
 @dataclass(frozen=True)
@@ -57,10 +81,19 @@ def _is_htmx(request) -> bool:
     return request.headers.get("HX-Request") == "true"
 
 
-def _workspace_context(request, project, *, notice=None, invalid_form=None, invalid_for=None):
+def _workspace_context(
+    request,
+    project,
+    *,
+    notice=None,
+    invalid_form=None,
+    invalid_for=None,
+    invalid_judgement=None,
+):
+    """`invalid_judgement`: (shadow answer id, the pairwise form with its errors)."""
     skipped = _skipped_ids(request, project)
     interaction = review_queue_next(project=project, reviewer=request.user, exclude_ids=skipped)
-    item = queue_item_get(interaction=interaction) if interaction else None
+    item = queue_item_get(interaction=interaction, reviewer=request.user) if interaction else None
     if item and invalid_form is not None and item.interaction.pk == invalid_for:
         form = invalid_form
     else:
@@ -71,6 +104,8 @@ def _workspace_context(request, project, *, notice=None, invalid_form=None, inva
         "section": "queue",
         "item": item,
         "form": form,
+        "invalid_judgement_for": invalid_judgement[0] if invalid_judgement else None,
+        "judgement_form": invalid_judgement[1] if invalid_judgement else PairwiseJudgementForm(),
         "notice": notice,
         "skipped_count": len(skipped),
         "progress": queue_progress_get(project=project, reviewer=request.user),
@@ -130,6 +165,38 @@ def queue_review(request, project, interaction_id):
         notice = Notice(messages.WARNING, f"{why}, so your decision was not saved.")
         return _after_action(request, project, notice=notice, status=409)
     notice = Notice(messages.SUCCESS, f"{DECISION_DONE[decision]}: “{interaction}”.")
+    return _after_action(request, project, notice=notice)
+
+
+@project_view("reviewer")
+@require_POST
+def queue_pairwise_judge(request, project, interaction_id, shadow_answer_id):
+    """Which is better: the served answer or the candidate's shadow answer (or a tie). The
+    item stays in the reviewer's hands for its review; a judgement is not one."""
+    interaction = _interaction_or_404(project, interaction_id)
+    shadow_answer = interaction.shadow_answers.filter(pk=shadow_answer_id).first()
+    if shadow_answer is None:
+        raise Http404("No such shadow answer of this interaction")
+    form = PairwiseJudgementForm(request.POST)
+    if form.is_valid():
+        try:
+            pairwise_judgement_submit(
+                shadow_answer=shadow_answer,
+                reviewer=request.user,
+                preferred=form.cleaned_data["preferred"],
+                note=form.cleaned_data["note"],
+            )
+        except PairwiseJudgementForbidden as refused:
+            raise PermissionDenied(str(refused)) from refused
+        except PairwiseJudgementRefused as refused:
+            form.add_error(None, str(refused))
+    if form.errors:
+        # Unprocessable: the item comes back with the error beside the comparison.
+        context = _workspace_context(request, project, invalid_judgement=(shadow_answer.pk, form))
+        template = "partials/queue_workspace.html" if _is_htmx(request) else "queue.html"
+        return render(request, f"dashboard/{template}", context, status=422)
+    preferred = form.cleaned_data["preferred"]
+    notice = Notice(messages.SUCCESS, f"Judged “{interaction}”: {PREFERRED_DONE[preferred]}.")
     return _after_action(request, project, notice=notice)
 
 

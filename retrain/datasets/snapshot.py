@@ -2,6 +2,7 @@
 with counts, stats, the policy used and a diff against the previous version."""
 
 import hashlib
+import json
 import statistics
 from collections import Counter
 from typing import NamedTuple
@@ -14,6 +15,7 @@ from django.forms.models import model_to_dict
 
 from feedback.models import Rating
 from flywheel.models import Project
+from retrain.curation.pairwise import pairwise_preferences_build
 from retrain.curation.pipeline import project_curation_lock
 from retrain.curation.policy import curation_policy_get
 from retrain.models import DatasetRecord, DatasetVersion, InstructionExample
@@ -41,9 +43,10 @@ class RecordDraft(NamedTuple):
     """A record of the snapshot being taken, without its prompt: enough for the version's
     content hash, counts, stats and diff. The prompt (system prompt and served context
     included, the bulk of a record) stays in PostgreSQL, which copies it from the example when
-    the record is written."""
+    the record is written. A pair judged side by side may have no example: it carries its
+    prompt (`prompt_json`)."""
 
-    example_id: int
+    example_id: int | None
     kind: str
     split: str
     chosen: str
@@ -52,6 +55,7 @@ class RecordDraft(NamedTuple):
     content_hash: str
     source: str
     question_chars: int = 0  # SFT records only
+    prompt_json: str | None = None  # pairwise judgements only
 
 
 class SnapshotDrafts(NamedTuple):
@@ -65,8 +69,9 @@ class SnapshotDrafts(NamedTuple):
 def dataset_record_drafts(*, project: Project) -> SnapshotDrafts:
     """The records a snapshot taken now would hold, in the order they are written.
 
-    Preference pairs come from two places: a correction against the answer it replaced, and a
-    cluster's chosen example against a thumbs-down answer to a question of the same cluster.
+    Preference pairs come from three places: a correction against the answer it replaced, a
+    cluster's chosen example against a thumbs-down answer to a question of the same cluster,
+    and reviewers' side-by-side judgements of a served answer and a candidate's shadow answer.
     Both sides are stored scrubbed, so a pair whose answers differ only in the PII scrubbing
     replaced (two e-mail addresses) teaches nothing and is dropped.
     """
@@ -142,6 +147,20 @@ def dataset_record_drafts(*, project: Project) -> SnapshotDrafts:
                         source=source,
                     )
                 )
+    preference += [
+        RecordDraft(
+            example_id=None,
+            kind=Kind.PREFERENCE,
+            split=pair.split,
+            chosen=pair.chosen,
+            rejected=pair.rejected,
+            signal=pair.signal,
+            content_hash=pair.content_hash,
+            source=pair.source,
+            prompt_json=json.dumps(pair.prompt),
+        )
+        for pair in pairwise_preferences_build(project=project)
+    ]
     return SnapshotDrafts(
         records=sft + preference,
         pii_scrubbed=dict(sorted(pii_scrubbed.items())),
@@ -152,7 +171,8 @@ def dataset_record_drafts(*, project: Project) -> SnapshotDrafts:
 def _records_write(*, version: DatasetVersion, drafts: list[RecordDraft]) -> None:
     """Insert the records, RECORD_BATCH_SIZE at a time and in their order (exports follow the
     ids). Each record's prompt is its example's messages without the last, the answer:
-    PostgreSQL copies it from the example, so the prompts never travel to Python and back."""
+    PostgreSQL copies it from the example, so the prompts never travel to Python and back
+    (a judged pair without an example brings its own)."""
     columns = [
         "example_id",
         "kind",
@@ -169,14 +189,19 @@ def _records_write(*, version: DatasetVersion, drafts: list[RecordDraft]) -> Non
             cursor.execute(
                 f"INSERT INTO {DatasetRecord._meta.db_table} "
                 f"(dataset_version_id, prompt, {', '.join(columns)}) "
-                f"SELECT %s, example.messages - -1, {', '.join(f'draft.{c}' for c in columns)} "
+                "SELECT %s, COALESCE(draft.prompt_json::jsonb, example.messages - -1), "
+                f"{', '.join(f'draft.{c}' for c in columns)} "
                 "FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[], "
-                "%s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
-                f"AS draft({', '.join(columns)}, position) "
-                f"JOIN {InstructionExample._meta.db_table} AS example "
+                "%s::text[], %s::text[], %s::text[], %s::text[]) WITH ORDINALITY "
+                f"AS draft({', '.join(columns)}, prompt_json, position) "
+                f"LEFT JOIN {InstructionExample._meta.db_table} AS example "
                 "ON example.id = draft.example_id "
                 "ORDER BY draft.position",
-                [version.pk, *([getattr(draft, column) for draft in batch] for column in columns)],
+                [
+                    version.pk,
+                    *([getattr(draft, column) for draft in batch] for column in columns),
+                    [draft.prompt_json for draft in batch],
+                ],
             )
 
 
