@@ -111,6 +111,17 @@ class FlywheelApi:
     def index_versions(self) -> list[dict]:
         return self._call("get", "/api/v1/index-versions", expect=200)
 
+    def experiment_start(self, parameters: dict) -> dict:
+        return self._call("post", "/api/v1/experiments", parameters, expect=201)
+
+    def experiment(self, experiment_id: int) -> dict:
+        return self._call("get", f"/api/v1/experiments/{experiment_id}", expect=200)
+
+    def experiment_stop(self, experiment_id: int, *, reason: str) -> dict:
+        return self._call(
+            "post", f"/api/v1/experiments/{experiment_id}/stop", {"reason": reason}, expect=200
+        )
+
     def model_version_promote(self, version_id: int, *, reason: str) -> dict:
         return self._call(
             "post",

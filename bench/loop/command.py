@@ -9,7 +9,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from bench.loop.client import LoopBenchError
 from bench.loop.questions import QUESTION_FILE_FORMAT, QuestionFileError, question_set_load
-from bench.loop.report import report_table
+from bench.loop.report import report_experiment_summary, report_table
 from bench.loop.runner import loop_benchmark_run
 from bench.loop.simulation import LoopSettings
 from bench.loop.stack import (
@@ -106,6 +106,38 @@ class Command(BaseCommand):
             "(for runs of many turns)",
         )
         parser.add_argument(
+            "--experiment",
+            action="store_true",
+            help="run the last turn as a canary experiment: what it builds (the refreshed "
+            "index; the LoRA adapter when training) serves a share of the simulated users, "
+            "whose oracle ratings decide, through POST /api/v1/experiments, whether it is "
+            "promoted, instead of the offline gate",
+        )
+        parser.add_argument(
+            "--experiment-share",
+            type=float,
+            default=DEFAULTS.experiment_candidate_share,
+            help="the candidate's share of the users",
+        )
+        parser.add_argument(
+            "--experiment-min-ratings",
+            type=int,
+            default=DEFAULTS.experiment_min_ratings_per_arm,
+            help="ratings per arm the experiment needs before a verdict (at least 10)",
+        )
+        parser.add_argument(
+            "--experiment-users",
+            type=int,
+            default=DEFAULTS.experiment_users,
+            help="simulated users in the experiment, each asking one question per round",
+        )
+        parser.add_argument(
+            "--experiment-max-ratings",
+            type=int,
+            default=DEFAULTS.experiment_max_ratings,
+            help="ratings after which an undecided experiment is stopped",
+        )
+        parser.add_argument(
             "--database",
             default=BENCH_DATABASE_NAME,
             help="the database (recreated) to run on; give concurrent runs different ones",
@@ -142,6 +174,11 @@ class Command(BaseCommand):
                 retriever_training=not options["no_retriever_training"],
                 answer_mode=options["answer_mode"],
                 stage_per_mechanism=not options["one_stage_per_turn"],
+                experiment=options["experiment"],
+                experiment_candidate_share=options["experiment_share"],
+                experiment_min_ratings_per_arm=options["experiment_min_ratings"],
+                experiment_users=options["experiment_users"],
+                experiment_max_ratings=options["experiment_max_ratings"],
             )
         except (OSError, QuestionFileError, ValueError) as error:
             raise CommandError(str(error)) from error
@@ -186,6 +223,8 @@ class Command(BaseCommand):
             workers_stop(workers)
             redis.stop()
         self.stdout.write("\n" + report_table(outcome.report) + "\n")
+        if experiment_summary := report_experiment_summary(outcome.report):
+            self.stdout.write("\n" + experiment_summary + "\n")
         self.stdout.write(
             self.style.SUCCESS(
                 f"Done in {(time.monotonic() - started) / 60:.1f} minutes: "

@@ -1,6 +1,7 @@
 """The benchmark's outputs: report.json (settings, machine, per-stage figures by probe group,
-per-turn facts), answers.jsonl (every answer with its scores and citations), loop.png (the
-figures stage by stage) and a Markdown table for the terminal and the README."""
+per-turn facts, the experiment's outcome when a turn ran as one), answers.jsonl (every answer
+with its scores and citations), loop.png (the figures stage by stage) and a Markdown table for
+the terminal and the README."""
 
 import json
 import os
@@ -82,6 +83,10 @@ def report_build(
         "settings": {key: value for key, value in vars(settings).items()},
         "stages": [stage.as_dict() for stage in result.stages],
         "turns": result.turns,
+        # The turn run as a canary experiment, when one was (also under its turn).
+        "experiment": next(
+            (turn["experiment"] for turn in result.turns if "experiment" in turn), None
+        ),
     }
 
 
@@ -144,4 +149,43 @@ def report_table(report: dict) -> str:
                 f"{_cell(figures['source_in_context'])} | {_cell(figures['token_f1'])} | "
                 f"{_cell(figures['rouge_l'])} | {_cell(figures['correct'])} |"
             )
+    return "\n".join(lines)
+
+
+def report_experiment_summary(report: dict) -> str:
+    """The experiment's outcome in a few lines ("" when no turn ran as one)."""
+    experiment = report.get("experiment")
+    if not experiment:
+        return ""
+    candidate = " + ".join(
+        part
+        for part in (
+            experiment["candidate_model"] and f"model {experiment['candidate_model']}",
+            experiment["candidate_index_version"]
+            and f"index v{experiment['candidate_index_version']}",
+        )
+        if part
+    )
+    verdict = experiment["verdict"] or "undecided"
+    needed = experiment["ratings_needed"]
+    production = experiment["production_after"]
+    lines = [
+        f"Experiment #{experiment['id']}: {candidate} on {experiment['candidate_share']:.0%} "
+        f"of {experiment['users']} users, at least {experiment['min_ratings_per_arm']} "
+        "ratings per arm",
+        f"  verdict: {verdict}"
+        + (f" after {needed} ratings" if needed is not None else "")
+        + f" ({experiment['ratings_submitted']} given in {experiment['rounds']} rounds; "
+        f"{experiment['users_switching_arms']} users saw both arms)",
+    ]
+    for arm, figures in experiment["arms"].items():
+        lines.append(
+            f"  {arm}: {figures['ratings']} ratings, thumbs-up rate {_cell(figures['metric'])} "
+            f"(95% {_cell(figures['interval'][0])}-{_cell(figures['interval'][1])}), "
+            f"oracle right {_cell(figures['oracle_right'])}"
+        )
+    lines.append(
+        f"  {'promoted' if experiment['promoted'] else 'not promoted'}: production is "
+        f"{production['model_version']} with index v{production['index_version']}"
+    )
     return "\n".join(lines)

@@ -16,6 +16,16 @@ The users of a turn ask the training questions as production serves them at that
 latest stage served by the current production model and active index already asked exactly
 those questions through the same API (generation is greedy), so its answers are the ones
 rated rather than asking everything twice.
+
+With `experiment` on, the last turn is a canary experiment instead (`_experiment_turn`):
+everything the turn builds — the refreshed index, left ready rather than activated, and the
+LoRA adapter when training is on, not evaluated offline — becomes the candidate of an
+experiment started through `POST /api/v1/experiments`, with automatic promotion on a win and
+an early stop on a loss. A population of simulated users then asks the training questions in
+rounds (each user a different question each round), every request served by the arm the
+user's id is assigned to, and rates each answer with the oracle's thumb and score, until the
+experiment reaches its verdict or the rating budget is spent (then it is stopped by hand). The
+turn ends with a measurement of production as the verdict left it.
 """
 
 import time
@@ -25,6 +35,7 @@ from pathlib import Path
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
+from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from bench.loop.client import FlywheelApi, LoopBenchError, poll_until
@@ -49,7 +60,7 @@ from flywheel.services import (
 from flywheel.services.chat import context_block
 from flywheel.services.verified_answers import match_threshold, serving_policy_get
 from retrain.curation.pipeline import interactions_needing_curation
-from retrain.models import InstructionExample, Job
+from retrain.models import Experiment, InstructionExample, Job
 
 Log = Callable[[str], None]
 PROGRESS_EVERY_ANSWERS = 10
@@ -80,6 +91,17 @@ class LoopSettings:
     answer_mode: str = "grounded"
     # False: one stage per turn with every mechanism on (cheaper, for many turns).
     stage_per_mechanism: bool = True
+    # The last turn as a canary experiment rather than an offline gate (see the module's
+    # docstring): the candidate's share of the users, the ratings per arm the experiment
+    # needs at least, how many simulated users ask (each keeps one arm), the most ratings
+    # the benchmark gives before it stops an undecided experiment, and how long one round's
+    # ratings may take to be evaluated on the workers.
+    experiment: bool = False
+    experiment_candidate_share: float = 0.5
+    experiment_min_ratings_per_arm: int = 20
+    experiment_users: int = 40
+    experiment_max_ratings: int = 1000
+    experiment_evaluation_deadline_seconds: float = 120
 
     def __post_init__(self) -> None:
         if self.turns < 1:
@@ -92,14 +114,21 @@ class LoopSettings:
             raise ValueError("max_tokens must be at least 1")
         if self.answer_mode not in ServingPolicy.AnswerMode.values:
             raise ValueError(f"answer_mode must be one of {ServingPolicy.AnswerMode.values}")
+        if not 0 < self.experiment_candidate_share < 1:
+            raise ValueError("experiment_candidate_share must be above 0 and below 1")
+        if self.experiment_users < 2:
+            raise ValueError("experiment_users must be at least 2: one per arm at the least")
+        if self.experiment_max_ratings < 1:
+            raise ValueError("experiment_max_ratings must be at least 1")
 
-    def training_parameters(self) -> dict:
+    def training_parameters(self, *, evaluate: bool = True) -> dict:
+        """`evaluate=False` for an experiment's candidate: live ratings judge it instead."""
         return {
             "max_steps": self.train_steps,
             "learning_rate": self.learning_rate,
             "batch_size": self.batch_size,
             "max_length": self.max_length,
-            "evaluate": True,
+            "evaluate": evaluate,
             # The gate's verdict is applied by the loop once the refresh is measured: an
             # automatic promotion could land in the middle of that measurement.
             "auto_promote": False,
@@ -311,6 +340,11 @@ class LoopRun:
         record.update(self._rate(asked, turn=turn))
         record["corrected"] = self._approve_corrections(asked)
         record["curation"] = self._wait_for_curation()
+        if self.settings.experiment and turn == self.settings.turns:
+            self._experiment_turn(turn, record)
+            record["wall_seconds"] = round(time.monotonic() - started, 1)
+            self.on_progress(self.result)
+            return
         record.update(self._snapshot_and_refresh())
         if not self.settings.stage_per_mechanism:
             self._turn_all_mechanisms(turn, record)
@@ -493,19 +527,16 @@ class LoopRun:
         self.log(f"Curated in {time.monotonic() - started:.0f}s: {counts}")
         return counts
 
-    def _snapshot_and_refresh(self) -> dict:
+    def _snapshot_and_refresh(self, *, activate: bool = True) -> dict:
+        """A dataset snapshot and an index refresh; `activate=False` leaves the new index
+        version ready, for an experiment to judge."""
         deadline = self.settings.job_deadline_seconds
         snapshot = self.api.job_start(Job.Kind.DATASET_SNAPSHOT)
-        refresh = self.api.job_start(Job.Kind.INDEX_REFRESH)
+        refresh = self.api.job_start(Job.Kind.INDEX_REFRESH, {"activate": activate})
         snapshot = self.api.job_wait(snapshot["id"], deadline_seconds=deadline)
         refresh = self.api.job_wait(refresh["id"], deadline_seconds=deadline)
         metrics = refresh["metrics"]
-        self.log(
-            f"Dataset v{snapshot['metrics']['dataset_version']}; index "
-            f"v{metrics['index_version']} active with {metrics['stats']['corrections']} "
-            "FAQ entries"
-        )
-        return {
+        dataset = {
             "dataset_version": snapshot["metrics"]["dataset_version"],
             "dataset_counts": {
                 key: value
@@ -513,13 +544,30 @@ class LoopRun:
                 if key not in {"dataset_version", "created"}
             },
             "index_version": metrics["index_version"],
+        }
+        if metrics.get("unchanged"):
+            self.log(
+                f"Dataset v{dataset['dataset_version']}; nothing new for the index: "
+                f"v{metrics['index_version']} stays"
+            )
+            return {**dataset, "index_unchanged": True}
+        self.log(
+            f"Dataset v{dataset['dataset_version']}; index v{metrics['index_version']} "
+            f"{'active' if activate else 'ready'} with {metrics['stats']['corrections']} "
+            "FAQ entries"
+        )
+        return {
+            **dataset,
             "index_stats": metrics["stats"],
             "index_refresh_evaluation": metrics["corrections"],
         }
 
-    def _training_start(self, *, dataset_version: int) -> int:
+    def _training_start(self, *, dataset_version: int, evaluate: bool = True) -> int:
         """Start LoRA training on the turn's dataset version; the job's id."""
-        parameters = {"dataset_version": dataset_version, **self.settings.training_parameters()}
+        parameters = {
+            "dataset_version": dataset_version,
+            **self.settings.training_parameters(evaluate=evaluate),
+        }
         return self.api.job_start(Job.Kind.LORA_TRAINING, parameters)["id"]
 
     def _training_finish_and_measure(self, turn: int, *, training_job_id: int) -> dict:
@@ -577,6 +625,250 @@ class LoopRun:
                     production["id"], reason="back to production after the measurement"
                 )
         return summary
+
+    # --- a turn as a canary experiment -----------------------------------------------------------
+
+    def _experiment_turn(self, turn: int, record: dict) -> None:
+        """The rest of the turn as an experiment (see the module's docstring)."""
+        record.update(self._snapshot_and_refresh(activate=False))
+        candidate_index = None if record.get("index_unchanged") else record["index_version"]
+        candidate_model = None
+        if self.settings.train_steps:
+            self.log(f"Turn {turn}: LoRA training, {self.settings.train_steps} steps")
+            training_job_id = self._training_start(
+                dataset_version=record["dataset_version"], evaluate=False
+            )
+            training = self.api.job_wait(
+                training_job_id, deadline_seconds=self.settings.job_deadline_seconds
+            )
+            candidate_model = next(
+                v["name"]
+                for v in self.api.model_versions()
+                if v["id"] == training["model_version_id"]
+            )
+            record["training"] = {
+                "candidate": candidate_model,
+                "steps": training["metrics"].get("steps"),
+                "train_loss": training["metrics"].get("train_loss"),
+                "tokens_per_second": training["metrics"].get("tokens_per_second"),
+                "training_seconds": _job_seconds(training),
+            }
+        if candidate_model is None and candidate_index is None:
+            raise LoopBenchError(
+                f"turn {turn} built no candidate for the experiment: no correction made a new "
+                "index version, and training is off"
+            )
+        # Both arms generate their answers: verified answers would answer either arm alike.
+        self._serving_policy(
+            verified_answers=ServingPolicy.VerifiedAnswersMode.OFF,
+            answer_mode=ServingPolicy.AnswerMode.GENERATE,
+        )
+        record["experiment"] = self._experiment_run(
+            turn, candidate_model=candidate_model, candidate_index=candidate_index
+        )
+        self._stage(
+            f"turn{turn}_experiment",
+            f"turn {turn}: after the experiment",
+            turn=turn,
+            rag=True,
+            note=_experiment_outcome_line(record["experiment"]),
+        )
+
+    def _experiment_run(
+        self, turn: int, *, candidate_model: str | None, candidate_index: int | None
+    ) -> dict:
+        """Start the experiment, serve and rate rounds of the users' questions until it
+        decides or the rating budget is spent, and say what came of it."""
+        settings = self.settings
+        started = time.monotonic()
+        experiment = self.api.experiment_start(
+            {
+                "candidate_model": candidate_model,
+                "candidate_index_version": candidate_index,
+                "candidate_share": settings.experiment_candidate_share,
+                "metric": Experiment.Metric.THUMBS_UP_RATE,
+                "min_ratings_per_arm": settings.experiment_min_ratings_per_arm,
+                "max_duration_hours": 24,
+                "auto_promote": True,
+                "stop_on_loss": True,
+            }
+        )
+        described = " and ".join(
+            part
+            for part in (
+                candidate_model and f"model {candidate_model}",
+                candidate_index and f"index v{candidate_index}",
+            )
+            if part
+        )
+        self.log(
+            f"Turn {turn}: experiment #{experiment['id']} started: {described} on "
+            f"{settings.experiment_candidate_share:.0%} of {settings.experiment_users} users"
+        )
+        questions = [probe for probe in self.probes if probe.group == ProbeGroup.TRAIN]
+        users = [f"loop-bench-canary-user-{number}" for number in range(settings.experiment_users)]
+        arms_by_user: dict[str, set[str]] = {}
+        answered: dict[str, list[bool]] = {}  # the oracle's verdicts per arm
+        submitted = rounds = 0
+        while experiment["status"] == Experiment.Status.RUNNING:
+            if submitted >= settings.experiment_max_ratings:
+                experiment = self.api.experiment_stop(
+                    experiment["id"],
+                    reason=f"The benchmark's budget of {settings.experiment_max_ratings} "
+                    "ratings is spent.",
+                )
+                break
+            ratings = []
+            for position, user in enumerate(users[: settings.experiment_max_ratings - submitted]):
+                probe = questions[(position + rounds) % len(questions)]
+                arm, rating = self._experiment_ask(probe, user=user, turn=turn)
+                arms_by_user.setdefault(user, set()).add(arm)
+                answered.setdefault(arm, []).append(rating["thumb"] == "up")
+                ratings.append(rating)
+            # Before the ratings land: the evaluation they queue runs after this moment.
+            submitted_at = timezone.now()
+            self.api.ratings_submit(ratings)
+            submitted += len(ratings)
+            rounds += 1
+            experiment = self._experiment_evaluated(experiment["id"], since=submitted_at)
+            arms = experiment["arms"]
+            self.log(
+                f"  experiment: {submitted} ratings; thumbs-up control "
+                f"{_percent(arms['control']['metric'])} of {arms['control']['ratings']}, "
+                f"candidate {_percent(arms['candidate']['metric'])} of "
+                f"{arms['candidate']['ratings']}; {experiment['verdict'] or 'undecided'}"
+            )
+        summary = _experiment_summary(
+            experiment,
+            ratings_submitted=submitted,
+            rounds=rounds,
+            users=len(users),
+            users_switching_arms=sum(len(arms) > 1 for arms in arms_by_user.values()),
+            oracle_right={arm: sum(right) / len(right) for arm, right in answered.items()},
+            production_after=self._serving_now(),
+            wall_seconds=time.monotonic() - started,
+        )
+        self.log(f"Turn {turn}: {_experiment_outcome_line(summary)}")
+        return summary
+
+    def _experiment_ask(self, probe: Probe, *, user: str, turn: int) -> tuple[str, dict]:
+        """One user's question as the experiment serves it: the arm that answered, and the
+        user's rating of the answer (the oracle's thumb and score)."""
+        response = self.api.chat(
+            question=probe.text,
+            rag=True,
+            max_tokens=self.settings.max_tokens,
+            top_k=RETRIEVAL_DEPTH,
+            user=user,
+            metadata={"loop_bench_stage": f"turn{turn}_experiment", "loop_bench_probe": probe.key},
+        )
+        extension = response["flywheel"]
+        if not extension.get("experiment"):
+            raise LoopBenchError(f"{user} was served outside the experiment: {extension}")
+        verdict = answer_judge(
+            answer=response["choices"][0]["message"]["content"],
+            reference=probe.question.answer,
+            question=probe.text,
+            threshold=self.settings.oracle_threshold,
+        )
+        rating = rating_payload(
+            interaction_id=extension["interaction_id"],
+            rater_id=user,
+            verdict=verdict,
+            reference=probe.question.answer,
+        )
+        thumbs = {key: rating[key] for key in ("interaction_id", "rater_id", "thumb", "score")}
+        return extension["experiment"]["arm"], thumbs
+
+    def _experiment_evaluated(self, experiment_id: int, *, since) -> dict:
+        """The experiment once the workers have evaluated it after `since` (or it ended)."""
+
+        def evaluated() -> dict | None:
+            experiment = self.api.experiment(experiment_id)
+            evaluated_at = experiment["evaluated_at"] and parse_datetime(experiment["evaluated_at"])
+            if experiment["status"] != Experiment.Status.RUNNING or (
+                evaluated_at and evaluated_at >= since
+            ):
+                return experiment
+            return None
+
+        return poll_until(
+            evaluated,
+            what=f"experiment #{experiment_id} evaluated after its latest ratings",
+            deadline_seconds=self.settings.experiment_evaluation_deadline_seconds,
+        )
+
+
+def _experiment_summary(
+    experiment: dict,
+    *,
+    ratings_submitted: int,
+    rounds: int,
+    users: int,
+    users_switching_arms: int,
+    oracle_right: dict[str, float],
+    production_after: tuple[str, int | None],
+    wall_seconds: float,
+) -> dict:
+    """What the report keeps of an experiment. `ratings_needed`: the ratings its verdict
+    rested on (None without a verdict)."""
+    evidence = experiment["evidence"]
+    verdict_arms = evidence.get("arms") if experiment["verdict"] else None
+    promotion = evidence.get("promotion") or {}
+    model_promoted = "promoted" in promotion.get("model_version", {})
+    index_activated = "activated" in promotion.get("index_version", {})
+    return {
+        "id": experiment["id"],
+        "candidate_model": experiment["candidate_model"],
+        "candidate_index_version": experiment["candidate_index_version"],
+        "candidate_share": experiment["candidate_share"],
+        "min_ratings_per_arm": experiment["min_ratings_per_arm"],
+        "status": experiment["status"],
+        "verdict": experiment["verdict"] or None,
+        "stop_reason": experiment["stop_reason"],
+        "ratings_needed": (
+            sum(arm["ratings"] for arm in verdict_arms.values()) if verdict_arms else None
+        ),
+        "ratings_submitted": ratings_submitted,
+        "rounds": rounds,
+        "users": users,
+        "users_switching_arms": users_switching_arms,
+        "arms": {
+            name: {
+                key: arm[key]
+                for key in ("interactions", "ratings", "thumbs_up", "metric", "interval")
+            }
+            | {"oracle_right": oracle_right.get(name)}
+            for name, arm in experiment["arms"].items()
+        },
+        "difference": experiment["difference"],
+        "probability_candidate_better": experiment["probability_candidate_better"],
+        "promoted": model_promoted or index_activated,
+        "promotion": promotion,
+        "production_after": {
+            "model_version": production_after[0],
+            "index_version": production_after[1],
+        },
+        "wall_seconds": round(wall_seconds, 1),
+    }
+
+
+def _experiment_outcome_line(summary: dict) -> str:
+    verdict = summary["verdict"]
+    if verdict is None:
+        outcome = (
+            f"undecided after {summary['ratings_submitted']} ratings ({summary['stop_reason']})"
+        )
+    else:
+        outcome = (
+            f"{Experiment.Verdict(verdict).label.lower()} after {summary['ratings_needed']} ratings"
+        )
+    production = summary["production_after"]
+    promoted = "promoted" if summary["promoted"] else "not promoted"
+    return (
+        f"experiment #{summary['id']}: {outcome}; candidate {promoted}, production is "
+        f"{production['model_version']} with index v{production['index_version']}"
+    )
 
 
 def _job_seconds(job: dict) -> float | None:
