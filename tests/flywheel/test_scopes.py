@@ -46,6 +46,10 @@ ENDPOINTS = [
     ("get", "/api/v1/embedding-model-versions", "read", None),
     ("post", "/api/v1/embedding-model-versions/{version_id}/promote", "versions", None),
     ("post", "/api/v1/embedding-model-versions/rollback", "versions", None),
+    ("post", "/api/v1/experiments", "versions", {}),
+    ("get", "/api/v1/experiments", "versions", None),
+    ("get", "/api/v1/experiments/{experiment_id}", "versions", None),
+    ("post", "/api/v1/experiments/{experiment_id}/stop", "versions", None),
 ]
 
 
@@ -56,6 +60,7 @@ def _call(client, method: str, template: str, body, key: str, **headers):
         version_id=MISSING,
         job_id=MISSING,
         review_id=MISSING,
+        experiment_id=MISSING,
         model_id="no-such-model",
     )
     if method == "get":
