@@ -126,7 +126,8 @@ class InstructionExample(models.Model):
         TRAIN = "train", "Train"
         EVAL = "eval", "Eval"
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    # No index of its own: (project, status) leads with it, and curation writes every example.
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
     interaction = models.OneToOneField(
         Interaction, on_delete=models.CASCADE, related_name="instruction_example"
     )

@@ -1,5 +1,7 @@
-"""Curation at scale: the near-duplicate search indexes one example per distinct question."""
+"""Curation at scale: the near-duplicate search indexes one example per distinct question, and
+examples lose an index that only cost their writes."""
 
+import django.db.models.deletion
 import pgvector.django
 from django.db import migrations, models
 
@@ -33,6 +35,16 @@ class Migration(migrations.Migration):
                 m=16,
                 name="example_first_question_hnsw",
                 opclasses=["vector_cosine_ops"],
+            ),
+        ),
+        migrations.AlterField(
+            model_name="instructionexample",
+            name="project",
+            field=models.ForeignKey(
+                db_index=False,
+                on_delete=django.db.models.deletion.CASCADE,
+                related_name="+",
+                to="flywheel.project",
             ),
         ),
         migrations.AddConstraint(
