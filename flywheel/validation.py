@@ -152,13 +152,18 @@ def json_depth(value: Any) -> int:
     return deepest
 
 
+# Metadata's size as stored; one encoder for every call, as json.dumps with options builds a
+# new one each time (a batch of 1,000 interactions checks 1,000 metadata objects).
+_COMPACT_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def check_metadata(value: dict) -> dict:
     """A metadata object: storable, at most METADATA_MAX_DEPTH levels, METADATA_MAX_BYTES as
     JSON."""
     check_json(value)
     if json_depth(value) > METADATA_MAX_DEPTH:
         raise InvalidValue((), f"must be at most {METADATA_MAX_DEPTH} levels deep")
-    size = len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+    size = len(_COMPACT_JSON.encode(value).encode())
     if size > METADATA_MAX_BYTES:
         raise InvalidValue((), f"must be at most {METADATA_MAX_BYTES} bytes as JSON")
     return value
