@@ -138,6 +138,10 @@ def json_loads_checked(body: bytes | str) -> Any:
 
 def json_depth(value: Any) -> int:
     """Levels of objects and arrays: 0 for a scalar, 1 for {"a": 1}."""
+    if isinstance(value, dict) and not any(
+        isinstance(child, dict | list | tuple) for child in value.values()
+    ):
+        return 1  # the usual metadata, answered without the walk's allocations
     deepest, pending = 0, [(value, 0)]
     while pending:
         item, depth = pending.pop()
