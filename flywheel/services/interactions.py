@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import NOT_PROVIDED, Field
+from django.db.models import NOT_PROVIDED, Field, ForeignKey
 from django.utils import timezone
 from psycopg.types.json import Jsonb
 from pydantic_core import to_json
@@ -219,12 +219,8 @@ def _copy_into_interactions(cursor, *, project: Project, rows: list[tuple]) -> N
     time). The unique constraint still guards the keys: a concurrent batch that stores one
     first makes this COPY fail with IntegrityError."""
     default_fields, defaults = _unstaged_defaults()
-    fields = [
-        Interaction._meta.get_field("project"),
-        Interaction._meta.get_field("source"),
-        *_staged_fields(),
-        *default_fields,
-    ]
+    by_name = {field.name: field for field in Interaction._meta.concrete_fields}
+    fields = [by_name["project"], by_name["source"], *_staged_fields(), *default_fields]
     head = (project.pk, Interaction.Source.LOG)
     # Django wraps execute()'s errors in its own, not those of psycopg's copy().
     with (
@@ -240,7 +236,7 @@ def _copy_into_interactions(cursor, *, project: Project, rows: list[tuple]) -> N
 
 
 def _copy_type(field: Field) -> str:
-    if field.is_relation:
+    if isinstance(field, ForeignKey):
         return COPY_TYPE_BY_FIELD[field.target_field.get_internal_type()]
     return COPY_TYPE_BY_FIELD[field.get_internal_type()]
 
