@@ -53,6 +53,9 @@ def test_an_admin_starts_an_experiment_and_refusals_are_form_errors(client, proj
         ("min_ratings_per_arm", "2", "Ensure this value is greater than or equal to 10."),
         ("max_duration_hours", "1e6", "max_duration_hours must be above 0"),
         ("shadow_percent", "150", "shadow_share must be from 0 (off) to 1."),
+        ("min_ratings_per_arm", "99999999999999999999", "Ensure this value is less than"),
+        ("error_rate_factor", "inf", "Enter a number."),
+        ("max_duration_hours", "1\x00", "Enter a number."),
     ]:
         refused = client.post(
             _url("experiment_start", project),
