@@ -19,6 +19,10 @@ from flywheel.validation import json_loads_checked
 
 class CheckedJsonParser(Parser):
     def parse_body(self, request: HttpRequest):
+        # No body is no fields: an optional body (a promotion's or a stop's reason) takes its
+        # defaults, and a required one names what is missing, rather than "not valid JSON".
+        if not request.body.strip():
+            return {}
         # ninja turns whatever this raises into "Cannot parse request body" with this error as
         # the cause; flywheel.api.errors reads the InvalidValue back from there.
         return json_loads_checked(request.body)

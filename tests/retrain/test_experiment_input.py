@@ -79,3 +79,24 @@ def test_an_experiment_id_out_of_range_is_not_found(client, versions_key, experi
     for response in (read, stop):
         assert response.status_code == 404, response.content
         assert response.json()["error"]["code"] == "not_found"
+
+
+@pytest.mark.django_db
+def test_a_stop_without_a_body_stops_without_a_reason(client, project, versions_key):
+    model_version_production_ensure(project=project)
+    ModelVersion.objects.create(project=project, name="lora-1", base_model="")
+    started = _post(client, "/api/v1/experiments", '{"candidate_model": "lora-1"}', versions_key)
+    assert started.status_code == 201, started.content
+
+    stopped = _post(client, f"/api/v1/experiments/{started.json()['id']}/stop", "", versions_key)
+
+    assert stopped.status_code == 200, stopped.content
+    assert stopped.json()["status"] == "stopped"
+
+
+@pytest.mark.django_db
+def test_a_start_without_a_body_is_refused_by_the_rules_not_as_bad_json(client, versions_key):
+    response = _post(client, "/api/v1/experiments", "", versions_key)
+
+    assert response.status_code in (400, 404, 409), response.content
+    assert response.json()["error"]["code"] != "invalid_json"
